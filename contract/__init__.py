@@ -1,0 +1,48 @@
+"""The model-store contract shared by ``training`` (writer) and ``service`` (reader).
+
+Neither package imports the other; both import this small module. It names the
+model, the weights file inside a store entry, the feature and target columns with
+their units and physical bounds, and the version of the metadata layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODEL_NAME = "crop_yield"
+"""Default BentoML model-store name; entries are tagged ``crop_yield:<version>``."""
+
+WEIGHTS_FILE = "model.safetensors"
+"""File inside a store entry holding the Linear's state dict: ``weight`` (targets×features), ``bias``."""
+
+METADATA_SCHEMA_VERSION = 1
+"""Bumped whenever the metadata layout written by ``training`` changes incompatibly."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One named quantity of the model: an input feature or a predicted target."""
+
+    name: str
+    unit: str
+    description: str
+    minimum: float | None = None
+    """Physical lower bound (inclusive), or None when unbounded."""
+    maximum: float | None = None
+    """Physical upper bound (inclusive), or None when unbounded."""
+
+
+# Units follow the origin tutorial (seed 004): average temperature in °F, rainfall in mm,
+# relative humidity in %, yields in tonnes per hectare.
+FEATURES: tuple[Column, ...] = (
+    Column("temperature", "°F", "Average temperature of the region", -60.0, 140.0),
+    Column("rainfall", "mm", "Rainfall in the region", 0.0, 10_000.0),
+    Column("humidity", "%", "Average relative humidity of the region", 0.0, 100.0),
+)
+TARGETS: tuple[Column, ...] = (
+    Column("apples", "t/ha", "Predicted apple yield in tonnes per hectare"),
+    Column("oranges", "t/ha", "Predicted orange yield in tonnes per hectare"),
+)
+
+FEATURE_NAMES: tuple[str, ...] = tuple(c.name for c in FEATURES)
+TARGET_NAMES: tuple[str, ...] = tuple(c.name for c in TARGETS)

@@ -1,0 +1,1 @@
+"""Training pipeline for the crop-yield model; run it with ``python -m training``."""

@@ -1,0 +1,180 @@
+"""``python -m training``: fit the crop-yield model and save it to the BentoML model store.
+
+The new tag is the only thing written to stdout (``TAG=$(python -m training)``); the
+report, progress bar and errors go to stderr.
+
+Exit codes: 0 saved (or fitted, with --dry-run); 2 bad arguments or bad data;
+3 the fit diverged or missed the quality gate; 4 the model store refused the save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from contract import MODEL_NAME
+from training.data import DataError
+from training.fit import FitDivergedError
+from training.pipeline import MAX_AUTO_BATCH, QualityGateError, TrainOptions, TrainOutcome, train
+
+EXIT_BAD_INPUT = 2
+EXIT_FIT_FAILED = 3
+EXIT_STORE_FAILED = 4
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 0.5:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 0.5, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainOptions()
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description=(
+            "Fit the crop-yield model (nn.Linear: temperature, rainfall, humidity -> apples, "
+            "oranges) by minibatch SGD, check it against the least-squares optimum and save "
+            "it to the BentoML model store ($BENTOML_HOME). Prints the new tag on stdout."
+        ),
+        epilog=(
+            "exit codes: 0 saved; 2 bad arguments or data; 3 fit diverged or missed --max-gap; "
+            "4 the model store refused the save. Nothing is written to the store unless the "
+            "exit code is 0."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="CSV with a header naming temperature, rainfall, humidity, apples, oranges "
+        "(any order, extra columns ignored); default: the built-in 15-row dataset of seed 004",
+    )
+    parser.add_argument(
+        "--epochs", type=_positive_int, default=defaults.epochs, help="maximum passes over the data"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"rows per SGD step; default: a third of the training rows, at most {MAX_AUTO_BATCH}",
+    )
+    parser.add_argument("--lr", type=_positive_float, default=defaults.lr, help="initial SGD learning rate")
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed for initialisation, shuffling and the split"
+    )
+    parser.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_false",
+        help="optimise on raw values (needs a much smaller --lr, as in seed 004)",
+    )
+    parser.add_argument(
+        "--max-gap",
+        type=_non_negative_float,
+        default=defaults.max_gap,
+        help="refuse to save when (fit MSE - least-squares MSE) / least-squares MSE exceeds this",
+    )
+    parser.add_argument(
+        "--holdout-fraction",
+        type=_fraction,
+        default=defaults.holdout_fraction,
+        help="share of rows held out for metrics when the data has at least 50 rows",
+    )
+    parser.add_argument("--model-name", default=MODEL_NAME, help="model-store name")
+    parser.add_argument(
+        "--version", default=None, help="explicit version for the tag (default: generated); never overwrites"
+    )
+    parser.add_argument(
+        "--plots", type=Path, default=None, metavar="DIR", help="write loss and predicted-vs-actual PNGs here"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="fit and report but save nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no report")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = TrainOptions(
+        data=args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        standardize=args.standardize,
+        max_gap=args.max_gap,
+        holdout_fraction=args.holdout_fraction,
+        model_name=args.model_name,
+        version=args.version,
+        plots=args.plots,
+        save=not args.dry_run,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    from training.store import StoreError  # after argument parsing: --help stays instant
+
+    try:
+        outcome = train(options)
+    except DataError as exc:
+        return _fail(f"bad training data: {exc}", EXIT_BAD_INPUT)
+    except (FitDivergedError, QualityGateError) as exc:
+        return _fail(f"fit rejected: {exc}", EXIT_FIT_FAILED)
+    except StoreError as exc:
+        return _fail(f"model store: {exc}", EXIT_STORE_FAILED)
+    if not args.quiet:
+        _report(outcome)
+    if outcome.tag is not None:
+        print(outcome.tag)
+    return 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _report(outcome: TrainOutcome) -> None:
+    meta = outcome.metadata
+    fit, data = meta["fit"], meta["data"]
+    lines = [
+        f"data: {data['source']} ({data['rows']} rows, {data['holdout_rows']} held out)",
+        f"fit: {fit['epochs_run']} epochs ({'converged' if fit['converged'] else 'epoch limit'}) "
+        f"in {fit['seconds']:.2f} s",
+        f"MSE {fit['mse']:.6g} vs least-squares {fit['optimal_mse']:.6g}: "
+        f"optimality gap {fit['optimality_gap']:.3g}",
+    ]
+    for split, per_target in meta["metrics"].items():
+        for name, m in per_target.items():
+            lines.append(f"{split:>8} {name:<8} MSE {m['mse']:9.4f}  RMSE {m['rmse']:8.4f}  R² {m['r2']:.5f}")
+    lines += [f"plot: {p}" for p in outcome.plot_files]
+    if outcome.tag is not None:
+        lines.append(f"saved: {outcome.tag}")
+    else:
+        lines.append("dry run: nothing saved")
+    print("\n".join(lines), file=sys.stderr)

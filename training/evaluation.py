@@ -1,0 +1,76 @@
+"""Judging a fit: the closed-form least-squares reference, the optimality gap and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LeastSquares:
+    weight: np.ndarray
+    """targets × features"""
+    bias: np.ndarray
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        out: np.ndarray = features @ self.weight.T + self.bias
+        return out
+
+
+def least_squares(features: np.ndarray, targets: np.ndarray) -> LeastSquares:
+    """The exact minimiser of the mean squared error of an affine map, in float64.
+
+    Columns are centred first: it is the same solution, better conditioned when the
+    intercept is large compared with the slopes (as with temperatures around 80 °F).
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    coef, *_ = np.linalg.lstsq(x - x_mean, y - y_mean, rcond=None)
+    weight = coef.T
+    return LeastSquares(weight=weight, bias=y_mean - weight @ x_mean)
+
+
+def mse(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over rows and targets, like ``torch.nn.functional.mse_loss``."""
+    return float(np.mean((np.asarray(predictions, np.float64) - targets) ** 2))
+
+
+def optimality_gap(fit_mse: float, optimal_mse: float, targets: np.ndarray) -> float:
+    """(fit MSE − optimal MSE) / optimal MSE.
+
+    The denominator is floored at 1e-9 of the targets' variance: on exactly linear
+    data (optimal MSE 0) a relative gap would otherwise divide by zero.
+    """
+    floor = 1e-9 * float(np.mean(np.var(targets, axis=0))) or 1e-30
+    return (fit_mse - optimal_mse) / max(optimal_mse, floor)
+
+
+def per_target_metrics(
+    predictions: np.ndarray, targets: np.ndarray, names: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """MSE, RMSE and R² for each target column."""
+    out: dict[str, dict[str, float]] = {}
+    for j, name in enumerate(names):
+        error = np.asarray(predictions[:, j], np.float64) - targets[:, j]
+        col_mse = float(np.mean(error**2))
+        variance = float(np.var(targets[:, j]))
+        out[name] = {
+            "mse": col_mse,
+            "rmse": float(np.sqrt(col_mse)),
+            "r2": 1.0 - col_mse / variance if variance > 0 else float("nan"),
+        }
+    return out
+
+
+def split_holdout(
+    rows: int, fraction: float, min_rows: int, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Indices for (train, holdout); no holdout below ``min_rows`` rows or for fraction 0."""
+    order = np.random.default_rng(seed).permutation(rows)
+    n_holdout = round(rows * fraction)
+    if rows < min_rows or n_holdout == 0:
+        return np.arange(rows), None
+    return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
