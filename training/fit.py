@@ -12,13 +12,13 @@ which is how the tests replay the seed tutorials step for step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm import tqdm
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -154,15 +154,30 @@ def fit_linear(
     return FitResult(_unscale(model, x_scaling, y_scaling), losses, len(losses), converged)
 
 
+class ShuffledBatches(Sampler[torch.Tensor]):
+    """Each pass: a fresh random permutation, cut into index tensors of ``batch_size``.
+
+    Used as the DataLoader's sampler with ``batch_size=None``, so TensorDataset gathers a
+    whole batch with one tensor index: the same shuffled minibatches as
+    ``DataLoader(ds, batch_size, shuffle=True)`` without one Python call per row and a
+    collate per batch (about 30x faster per epoch on a million rows).
+    """
+
+    def __init__(self, rows: int, batch_size: int, generator: torch.Generator) -> None:
+        self.rows, self.batch_size, self.generator = rows, batch_size, generator
+
+    def __len__(self) -> int:
+        return math.ceil(self.rows / self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = torch.randperm(self.rows, generator=self.generator)
+        return iter(torch.split(order, self.batch_size))
+
+
 def _loader(
     x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int
 ) -> DataLoader[tuple[torch.Tensor, ...]]:
-    # The sampler yields whole batches of shuffled indices, so TensorDataset gathers a batch
-    # with one tensor index instead of batch_size Python calls plus a collate: the same
-    # shuffled minibatches as DataLoader(ds, batch_size, shuffle=True), ~100x faster on
-    # a million rows.
-    generator = torch.Generator().manual_seed(seed)
-    sampler = BatchSampler(RandomSampler(x, generator=generator), batch_size, drop_last=False)
+    sampler = ShuffledBatches(x.shape[0], batch_size, torch.Generator().manual_seed(seed))
     return DataLoader(TensorDataset(x, y), sampler=sampler, batch_size=None)
 
 
