@@ -40,3 +40,47 @@ def builtin_rows() -> list[str]:
     """The data lines of the shipped seed-004 CSV (without the header)."""
     text = (REPO_ROOT / "training" / "resources" / "crop_yield.csv").read_text()
     return text.strip().splitlines()[1:]
+
+
+# Broken CSV files, each with the fragments its error message must contain (the file's
+# own path is checked as well). Line numbers count the header as line 1.
+ROWS = builtin_rows()
+
+
+def with_cell(line_index: int, column: int, value: str) -> str:
+    """The built-in CSV with one cell replaced; line_index counts data rows from 0."""
+    rows = [r.split(",") for r in ROWS]
+    rows[line_index][column] = value
+    return "\n".join([CSV_HEADER, *(",".join(r) for r in rows)]) + "\n"
+
+
+BAD_CSV_CASES: dict[str, tuple[str, list[str]]] = {
+    "empty file": ("", ["data.csv", "file is empty"]),
+    "only blank lines": ("\n\n  \n", ["data.csv", "file is empty"]),
+    "missing column": (
+        "temperature,rainfall,apples,oranges\n1,2,3,4\n",
+        ["data.csv", "line 1", "missing column(s) 'humidity'"],
+    ),
+    "duplicate column": (
+        CSV_HEADER + ",apples\n" + "\n".join(r + ",1" for r in ROWS),
+        ["line 1", "column 'apples' appears twice"],
+    ),
+    "non-numeric cell": (
+        with_cell(1, 1, "lots"),
+        ["data.csv, line 3, column 'rainfall'", "'lots' is not a number"],
+    ),
+    "empty cell": (with_cell(4, 0, ""), ["line 6, column 'temperature'", "'' is not a number"]),
+    "NaN": (with_cell(2, 2, "nan"), ["line 4, column 'humidity'", "'nan' is not a finite number"]),
+    "infinity": (with_cell(0, 3, "-inf"), ["line 2, column 'apples'", "'-inf' is not a finite number"]),
+    "overflowing literal": (with_cell(0, 4, "1e999"), ["line 2, column 'oranges'", "not a finite number"]),
+    "ragged row": (
+        CSV_HEADER + "\n" + "\n".join(ROWS[:5]) + "\n1,2,3\n" + "\n".join(ROWS[5:]),
+        ["line 7", "expected 5 fields as in the header, found 3"],
+    ),
+    "too few rows": (CSV_HEADER + "\n" + "\n".join(ROWS[:4]) + "\n", ["4 data row(s); at least 5"]),
+    "header only": (CSV_HEADER + "\n", ["0 data row(s)"]),
+    "constant feature": (
+        "\n".join([CSV_HEADER, *(f"70,{r.split(',', 1)[1]}" for r in ROWS)]),
+        ["column 'temperature'", "same value 70", "constant feature"],
+    ),
+}

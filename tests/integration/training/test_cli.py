@@ -14,6 +14,7 @@ from safetensors.numpy import load_file
 
 from contract import FEATURE_NAMES, TARGET_NAMES, WEIGHTS_FILE
 from tests.helpers import (
+    BAD_CSV_CASES,
     CSV_HEADER,
     REPO_ROOT,
     SEED_004_QUERY,
@@ -21,8 +22,10 @@ from tests.helpers import (
     run_training_cli,
     store_snapshot,
 )
+from training.cli import main
 from training.data import load_builtin
 from training.evaluation import least_squares
+from training.pipeline import TrainOptions, train
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +196,22 @@ def test_user_csv_with_holdout_and_json_safe_metadata(tmp_path: Path, fresh_home
     assert meta["data"]["train_rows"] == 96
     assert meta["metrics"]["holdout"]["oranges"]["r2"] > 0.99
     json.dumps(meta, allow_nan=False)
+
+
+@pytest.mark.parametrize("case", BAD_CSV_CASES, ids=list(BAD_CSV_CASES))
+def test_every_bad_csv_exits_2_and_leaves_the_store_unchanged(
+    case: str, tmp_path: Path, session_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In process (fast) against the session store, which earlier tests have filled.
+    train(TrainOptions(model_name="bad-data-guard"))
+    text, fragments = BAD_CSV_CASES[case]
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    before = store_snapshot(session_home)
+    assert main(["--data", str(path), "--model-name", "bad-data-guard"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"error: bad training data: {path}")
+    for fragment in fragments:
+        assert fragment in err
+    assert store_snapshot(session_home) == before
