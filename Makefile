@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run train test lint typecheck format bench clean
+.PHONY: setup run serve train test lint typecheck format bench bench-service clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,9 +14,15 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## Set up, then train the default model into the BentoML model store ($BENTOML_HOME, default ~/bentoml).
+## Set up, train the default model if the store ($BENTOML_HOME, default ~/bentoml) has none,
+## then serve it on port 3000 (CROP_YIELD_* variables configure the service).
 run: setup
-	$(PY) -m training $(ARGS)
+	$(PY) -m training --if-missing
+	$(PY) -m service
+
+## Serve the model the settings name, without training.
+serve: setup
+	$(PY) -m service
 
 ## Train with options, e.g. `make train ARGS="--data my.csv --plots plots/"`.
 train: setup
@@ -37,9 +43,12 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## Training benchmark (figures for the README and issue notes; not a test).
+## Benchmarks (figures for the issue notes; not tests).
 bench: setup
 	$(PY) benchmarks/training_bench.py $(ARGS)
+
+bench-service: setup
+	$(PY) benchmarks/service_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

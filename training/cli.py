@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--plots", type=Path, default=None, metavar="DIR", help="write loss and predicted-vs-actual PNGs here"
     )
     parser.add_argument("--dry-run", action="store_true", help="fit and report but save nothing")
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing when the store already has a model of --model-name (prints its latest tag)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no report")
     return parser
 
@@ -137,8 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         save=not args.dry_run,
         progress=not args.quiet and sys.stderr.isatty(),
     )
-    from training.store import StoreError  # after argument parsing: --help stays instant
+    from training.store import StoreError, latest_tag  # after argument parsing: --help stays instant
 
+    if args.if_missing and (existing := latest_tag(args.model_name)) is not None:
+        print(f"model store already has {existing}; not training (--if-missing)", file=sys.stderr)
+        print(existing)
+        return 0
     try:
         outcome = train(options)
     except DataError as exc:

@@ -61,6 +61,17 @@ def save_model(
     return str(ref.tag)
 
 
+def latest_tag(name: str) -> str | None:
+    """The tag ``name:latest`` resolves to, or None when the store has no such model."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        return str(bentoml.models.get(f"{name}:latest").tag)
+    except NotFound:
+        return None
+
+
 def _check_round_trip(path: Path, model: nn.Linear, probe: torch.Tensor) -> None:
     loaded = load_file(str(path))
     with torch.no_grad():

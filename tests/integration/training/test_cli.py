@@ -215,3 +215,14 @@ def test_every_bad_csv_exits_2_and_leaves_the_store_unchanged(
     for fragment in fragments:
         assert fragment in err
     assert store_snapshot(session_home) == before
+
+
+def test_if_missing_trains_once(fresh_home: Path) -> None:
+    first = run_training_cli(["--if-missing", "--quiet"], fresh_home)
+    assert first.returncode == 0, first.stderr
+    before = store_snapshot(fresh_home)
+    second = run_training_cli(["--if-missing"], fresh_home)
+    assert second.returncode == 0
+    assert second.stdout == first.stdout
+    assert "not training" in second.stderr
+    assert store_snapshot(fresh_home) == before

@@ -1,0 +1,1 @@
+"""The crop-yield prediction service (BentoML 1.4); serve it with ``python -m service``."""

@@ -1,0 +1,27 @@
+"""The one place that decides where tensors live."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+DeviceSetting = Literal["auto", "cpu", "cuda"]
+
+
+class DeviceUnavailableError(RuntimeError):
+    pass
+
+
+def resolve_device(setting: DeviceSetting, cuda_available: bool | None = None) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an error, not a fallback."""
+    available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if setting == "cpu":
+        return torch.device("cpu")
+    if setting == "cuda":
+        if not available:
+            raise DeviceUnavailableError(
+                "CROP_YIELD_DEVICE=cuda but no CUDA device is available; use auto or cpu"
+            )
+        return torch.device("cuda")
+    return torch.device("cuda" if available else "cpu")

@@ -1,0 +1,64 @@
+"""Loading a store entry (the reader's half of ``contract``) and running it on a device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from contract import FEATURE_NAMES, TARGET_NAMES, WEIGHTS_FILE
+
+
+def bentoml_home() -> str:
+    """The model store's root, for error messages."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return str(BentoMLContainer.bentoml_home.get())
+
+
+class ModelLoadError(RuntimeError):
+    """The store entry is missing or does not follow the contract."""
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """``y = x W^T + b`` with W and b on ``device``; numpy rows in, numpy rows out."""
+
+    tag: str
+    weight: torch.Tensor
+    bias: torch.Tensor
+    device: torch.device
+    metadata: dict[str, Any]
+    created_at: str
+
+    @classmethod
+    def load(
+        cls, entry_path: Path, tag: str, metadata: dict[str, Any], created_at: str, device: torch.device
+    ) -> LinearModel:
+        path = entry_path / WEIGHTS_FILE
+        if not path.is_file():
+            raise ModelLoadError(f"model {tag} has no {WEIGHTS_FILE} (not a crop-yield model entry?)")
+        state = load_file(str(path), device=str(device))
+        expected = {"weight": (len(TARGET_NAMES), len(FEATURE_NAMES)), "bias": (len(TARGET_NAMES),)}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        if got != expected:
+            raise ModelLoadError(f"model {tag}: {WEIGHTS_FILE} holds {got}, expected {expected}")
+        return cls(
+            tag=tag,
+            weight=state["weight"].to(torch.float32),
+            bias=state["bias"].to(torch.float32),
+            device=device,
+            metadata=metadata,
+            created_at=created_at,
+        )
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """float32 n×3 → float32 n×2."""
+        x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            y = torch.addmm(self.bias, x, self.weight.T)
+        return y.cpu().numpy()

@@ -1,0 +1,218 @@
+"""Request and response models of the HTTP API.
+
+Per-row fields carry descriptions, units, physical bounds (from ``contract``) and
+examples, and accept finite JSON numbers only; unknown fields are rejected. Bounds are
+enforced by pydantic for ``/predict`` rows and by vectorized numpy checks for the
+columnar ``/predict_columns`` body, where per-element validation and per-element error
+lists would cost more than the prediction itself.
+
+Examples use the singular ``example`` key: BentoML 1.4's ``/docs.json`` fails on ``examples``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from contract import FEATURES, TARGETS, Column
+
+FEATURE = {c.name: c for c in FEATURES}
+TARGET = {c.name: c for c in TARGETS}
+SEED_004_EXAMPLE: dict[str, Any] = {"temperature": 73.0, "rainfall": 67.0, "humidity": 43.0}
+"""The first region of the seed-004 dataset (it yielded 56 t/ha of apples, 70 of oranges)."""
+
+STRICT_ROW = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def _feature_field(name: str) -> Any:
+    column = FEATURE[name]
+    return Field(
+        description=f"{column.description}, in {column.unit}",
+        ge=column.minimum,
+        le=column.maximum,
+        json_schema_extra={"example": SEED_004_EXAMPLE[name], "unit": column.unit},
+    )
+
+
+def _target_field(column: Column, example: Any) -> Any:
+    return Field(
+        description=f"{column.description} ({column.unit})",
+        json_schema_extra={"example": example, "unit": column.unit},
+    )
+
+
+class CropConditions(BaseModel):
+    """Growing conditions of one region: the model's three inputs."""
+
+    model_config = ConfigDict(**STRICT_ROW, json_schema_extra={"example": SEED_004_EXAMPLE})
+
+    temperature: float = _feature_field("temperature")
+    rainfall: float = _feature_field("rainfall")
+    humidity: float = _feature_field("humidity")
+
+
+class YieldPrediction(BaseModel):
+    """Predicted yields of one region."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"apples": 56.83, "oranges": 70.36}})
+
+    apples: float = _target_field(TARGET["apples"], 56.83)
+    oranges: float = _target_field(TARGET["oranges"], 70.36)
+
+
+def _model_tag_field() -> Any:
+    return Field(
+        description="Model-store tag of the model that made the predictions",
+        json_schema_extra={"example": "crop_yield:43mb76hhhgdsqax4"},
+    )
+
+
+class PredictRequestBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    inputs: list[CropConditions]
+
+
+class PredictResponse(BaseModel):
+    """One prediction per input row, in the order of the rows."""
+
+    predictions: list[YieldPrediction] = Field(description="Predicted yields, one per input row, in order")
+    model: str = _model_tag_field()
+
+
+def predict_request_model(max_rows: int) -> type[PredictRequestBase]:
+    """The ``POST /predict`` body, with the configured row limit in its schema."""
+
+    class PredictRequest(PredictRequestBase):
+        """Rows of growing conditions to predict yields for."""
+
+        model_config = ConfigDict(json_schema_extra={"example": {"inputs": [SEED_004_EXAMPLE]}})
+
+        inputs: list[CropConditions] = Field(
+            min_length=1,
+            max_length=max_rows,
+            description=f"Regions to predict, 1 to {max_rows} rows",
+        )
+
+    return PredictRequest
+
+
+def _column_field(name: str, max_rows: int) -> Any:
+    column = FEATURE[name]
+    item_schema: dict[str, Any] = {"type": "number", "minimum": column.minimum, "maximum": column.maximum}
+    return Field(
+        min_length=1,
+        max_length=max_rows,
+        description=(
+            f"{column.description}, in {column.unit}, one number per row "
+            f"({column.minimum:g} to {column.maximum:g})"
+        ),
+        json_schema_extra={
+            "example": [SEED_004_EXAMPLE[name]],
+            "items": item_schema,
+            "unit": column.unit,
+        },
+    )
+
+
+class ColumnsRequestBase(BaseModel):
+    """Columnar body: checked as whole arrays after parsing.
+
+    After validation each column holds a float64 ``numpy.ndarray`` (the declared
+    ``list[float]`` is the wire format), so the endpoint converts nothing twice.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    temperature: list[float]
+    rainfall: list[float]
+    humidity: list[float]
+
+    @field_validator("temperature", "rainfall", "humidity", mode="after")
+    @classmethod
+    def _finite_and_in_range(cls, values: list[float], info: Any) -> Any:
+        column = FEATURE[info.field_name]
+        low = -np.inf if column.minimum is None else column.minimum
+        high = np.inf if column.maximum is None else column.maximum
+        array = np.asarray(values, dtype=np.float64)
+        problems = [
+            (~np.isfinite(array), "is not a finite number"),
+            (array < low, f"is below the minimum {low:g} {column.unit}"),
+            (array > high, f"is above the maximum {high:g} {column.unit}"),
+        ]
+        for mask, what in problems:
+            bad = np.flatnonzero(mask)
+            if bad.size:
+                row = int(bad[0])
+                more = f" ({bad.size - 1} more rows like it)" if bad.size > 1 else ""
+                raise PydanticCustomError(
+                    "row_value",
+                    "row {row}: {value} {what}{more}",
+                    {"row": row, "value": float(array[row]), "what": what, "more": more},
+                )
+        return array
+
+    @model_validator(mode="after")
+    def _equal_lengths(self) -> ColumnsRequestBase:
+        lengths = {name: len(getattr(self, name)) for name in FEATURE}
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{k}={v}" for k, v in lengths.items())
+            raise PydanticCustomError("column_lengths", "columns differ in length: {shown}", {"shown": shown})
+        return self
+
+
+def columns_request_model(max_rows: int) -> type[ColumnsRequestBase]:
+    """The ``POST /predict_columns`` body, with the configured row limit in its schema."""
+
+    class ColumnsRequest(ColumnsRequestBase):
+        """Growing conditions as three equally long columns (row i = element i of each)."""
+
+        model_config = ConfigDict(
+            json_schema_extra={"example": {name: [value] for name, value in SEED_004_EXAMPLE.items()}}
+        )
+
+        temperature: list[float] = _column_field("temperature", max_rows)
+        rainfall: list[float] = _column_field("rainfall", max_rows)
+        humidity: list[float] = _column_field("humidity", max_rows)
+
+    return ColumnsRequest
+
+
+class ColumnsResponse(BaseModel):
+    """Predicted yields as columns, row i for input row i."""
+
+    apples: list[float] = _target_field(TARGET["apples"], [56.83])
+    oranges: list[float] = _target_field(TARGET["oranges"], [70.36])
+    model: str = _model_tag_field()
+
+
+class FeatureInfo(BaseModel):
+    name: str
+    unit: str
+    description: str
+    valid_min: float | None = Field(description="Physical lower bound accepted by the API")
+    valid_max: float | None = Field(description="Physical upper bound accepted by the API")
+    train_min: float | None = Field(description="Smallest value in the training data")
+    train_max: float | None = Field(description="Largest value in the training data")
+
+
+class TargetInfo(BaseModel):
+    name: str
+    unit: str
+    description: str
+
+
+class ServiceMetadata(BaseModel):
+    """What is being served: model, features, targets, training quality, device."""
+
+    model: str = _model_tag_field()
+    created_at: str = Field(description="When the model was saved (ISO 8601)")
+    features: list[FeatureInfo]
+    targets: list[TargetInfo]
+    metrics: dict[str, Any] = Field(description="MSE, RMSE and R² per target, per split")
+    optimality_gap: float | None = Field(description="(fit MSE − least-squares MSE) / least-squares MSE")
+    training: dict[str, Any] = Field(description="Data digest, row counts, hyperparameters, versions")
+    device: str = Field(description="Where the model runs: cpu or cuda[:n]")
+    service_version: str

@@ -1,0 +1,161 @@
+"""The BentoML service: ``POST /predict``, ``POST /predict_columns``, ``GET /metadata``.
+
+Serve with ``python -m service`` (reads the settings, then runs ``bentoml serve``).
+BentoML provides ``/livez``, ``/readyz``, ``/metrics``, ``/docs.json`` and Swagger UI at ``/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import metadata as pkg_metadata
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+import torch
+from bentoml.exceptions import NotFound
+
+from contract import FEATURES, TARGETS
+from service import convert, metrics, runtime
+from service.batching import RowBatcher
+from service.device import resolve_device
+from service.metadata_app import app as metadata_app
+from service.model import LinearModel, ModelLoadError, bentoml_home
+from service.schemas import (
+    ColumnsRequestBase,
+    ColumnsResponse,
+    CropConditions,
+    FeatureInfo,
+    PredictResponse,
+    ServiceMetadata,
+    TargetInfo,
+    columns_request_model,
+    predict_request_model,
+)
+from service.settings import get_settings
+
+settings = get_settings()
+PredictRequest = predict_request_model(settings.max_rows_per_request)
+ColumnsRequest = columns_request_model(settings.max_bulk_rows)
+# Tracing stays on the middleware stack in BentoML 1.4; excluding every URL is how it is
+# switched off (a span per request cost a large share of worker CPU).
+TRACING_EXCLUDED = [] if settings.tracing else [".*"]
+
+
+def _service_version() -> str:
+    try:
+        return pkg_metadata.version("crop-yield-service")
+    except pkg_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@bentoml.asgi_app(metadata_app, path="/")
+@bentoml.service(
+    name="crop_yield",
+    workers=settings.workers,
+    traffic={"timeout": settings.request_timeout},
+    logging={"access": {"enabled": settings.access_log}},
+    tracing={"excluded_urls": TRACING_EXCLUDED},
+    # GPU nodes get a GPU; elsewhere no GPU request, so CPU hosts serve without warnings.
+    resources={"gpu": 1} if settings.device == "cuda" else {"cpu": "1"},
+)
+class CropYieldService:
+    model_ref = bentoml.models.BentoModel(settings.model_tag)
+
+    def __init__(self) -> None:
+        torch.set_num_threads(1)  # one small matmul per call: threads only add overhead
+        device = resolve_device(settings.device)
+        try:
+            stored = self.model_ref
+        except NotFound:
+            raise ModelLoadError(
+                f"model {settings.model_tag} is not in the model store {bentoml_home()}; "
+                "train one with `python -m training` or set CROP_YIELD_MODEL_TAG"
+            ) from None
+        self.model = LinearModel.load(
+            Path(stored.path),
+            str(stored.tag),
+            dict(stored.info.metadata),
+            stored.info.creation_time.isoformat(),
+            device,
+        )
+        # Warm-up: the first call pays for lazy initialisation (and CUDA context creation).
+        probe = np.asarray([[73.0, 67.0, 43.0]], dtype=np.float32)
+        if not np.all(np.isfinite(self.model.predict(probe))):
+            raise ModelLoadError(f"model {self.model.tag} gives non-finite predictions")
+        self.batcher: RowBatcher | None = None
+        self.version = _service_version()
+        self._ready = True
+
+    @bentoml.on_startup
+    async def _start_runtime(self) -> None:
+        if settings.batching:
+            self.batcher = RowBatcher(
+                self.model.predict,
+                settings.max_batch_size,
+                settings.max_latency_ms,
+                on_model_call=metrics.rows_per_model_call().observe,
+            )
+        name, _, version = self.model.tag.partition(":")
+        metrics.model_info().labels(model=name, version=version, device=str(self.model.device)).set(1)
+        runtime.freeze_startup_heap()
+        self._gc_task = asyncio.get_running_loop().create_task(runtime.collect_periodically())
+
+    async def __is_ready__(self) -> bool:
+        return self._ready
+
+    @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
+    async def predict(self, inputs: list[CropConditions]) -> PredictResponse:
+        """Predict apple and orange yields for each region, in order.
+
+        Rows of concurrent calls are merged into one model call (adaptive batching).
+        """
+        rows = convert.rows_to_matrix(inputs)
+        if self.batcher is not None:
+            outputs = await self.batcher(rows)
+        else:
+            outputs = self.model.predict(rows)
+            metrics.rows_per_model_call().observe(len(rows))
+        metrics.rows_predicted().labels(endpoint="predict").inc(len(rows))
+        return PredictResponse.model_construct(
+            predictions=convert.matrix_to_predictions(outputs), model=self.model.tag
+        )
+
+    @bentoml.api(route="/predict_columns", input_spec=ColumnsRequest, output_spec=ColumnsResponse)
+    async def predict_columns(self, **columns: Any) -> ColumnsResponse:
+        """Bulk prediction from columns (up to the configured maximum rows), validated as arrays."""
+        request = ColumnsRequestBase.model_construct(**columns)
+        outputs = self.model.predict(convert.columns_to_matrix(request))
+        metrics.rows_per_model_call().observe(len(outputs))
+        metrics.rows_predicted().labels(endpoint="predict_columns").inc(len(outputs))
+        columns = convert.matrix_to_columns(outputs)
+        return ColumnsResponse.model_construct(
+            apples=columns["apples"], oranges=columns["oranges"], model=self.model.tag
+        )
+
+    def describe(self) -> ServiceMetadata:
+        meta = self.model.metadata
+        trained = {f["name"]: f for f in meta.get("features", [])}
+        return ServiceMetadata(
+            model=self.model.tag,
+            created_at=self.model.created_at,
+            features=[
+                FeatureInfo(
+                    name=c.name,
+                    unit=c.unit,
+                    description=c.description,
+                    valid_min=c.minimum,
+                    valid_max=c.maximum,
+                    train_min=trained.get(c.name, {}).get("train_min"),
+                    train_max=trained.get(c.name, {}).get("train_max"),
+                )
+                for c in FEATURES
+            ],
+            targets=[TargetInfo(name=c.name, unit=c.unit, description=c.description) for c in TARGETS],
+            metrics=meta.get("metrics", {}),
+            optimality_gap=meta.get("fit", {}).get("optimality_gap"),
+            training={k: meta[k] for k in ("data", "hyperparameters", "seed", "versions") if k in meta},
+            device=str(self.model.device),
+            service_version=self.version,
+        )

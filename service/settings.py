@@ -1,0 +1,41 @@
+"""The one place that reads the service's environment: ``CROP_YIELD_*`` variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract import MODEL_NAME
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field is set by ``CROP_YIELD_<FIELD_NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CROP_YIELD_", extra="ignore", frozen=True)
+
+    model_tag: str = Field(f"{MODEL_NAME}:latest", description="Model-store tag to serve")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the model runs; auto = CUDA when available"
+    )
+    max_rows_per_request: int = Field(10_000, ge=1, description="Most rows in one POST /predict")
+    max_bulk_rows: int = Field(1_000_000, ge=1, description="Most rows in one POST /predict_columns")
+    batching: bool = Field(True, description="Merge rows of concurrent /predict calls into one model call")
+    max_batch_size: int = Field(10_000, ge=2, description="Most rows in one merged model call")
+    max_latency_ms: int = Field(1_000, ge=1, description="Longest a row may wait in the batching queue")
+    workers: int = Field(1, ge=1, description="Worker processes")
+    graceful_shutdown_timeout: int = Field(
+        20, ge=0, description="Seconds in-flight requests get to finish after SIGTERM"
+    )
+    request_timeout: float = Field(30.0, gt=0, description="Seconds before a request is answered 504")
+    host: str = Field("0.0.0.0", description="Address to listen on")
+    port: int = Field(3000, ge=1, le=65535, description="Port to listen on")
+    tracing: bool = Field(False, description="OpenTelemetry spans per request (costly; off by default)")
+    access_log: bool = Field(False, description="One log line per request (costly; off by default)")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,97 @@
+"""A real served process for the integration tests: trained model, temp store, free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import REPO_ROOT, run_training_cli
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    home: Path
+    tag: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_service(home: Path, log: Path, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m service`` with CROP_YIELD_* settings; returns once /readyz answers 200."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "CROP_YIELD_HOST": "127.0.0.1",
+        "CROP_YIELD_PORT": str(port),
+        **{f"CROP_YIELD_{k.upper()}": v for k, v in settings.items()},
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the test can signal the whole process group
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop_service(process)
+    raise RuntimeError(f"service not ready after 60 s:\n{log.read_text()}")
+
+
+def stop_service(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A model store holding one default model, trained by the real pipeline."""
+    home = tmp_path_factory.mktemp("served-store")
+    result = run_training_cli(["--quiet"], home)
+    assert result.returncode == 0, result.stderr
+    return home, result.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def server(trained_home: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home, tag = trained_home
+    log = tmp_path_factory.mktemp("logs") / "service.log"
+    process, url = start_service(home, log)
+    yield Server(url, home, tag, process, log)
+    stop_service(process)

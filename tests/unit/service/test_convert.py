@@ -1,0 +1,34 @@
+"""Tensor/array <-> schema conversions, as pure functions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service import convert
+from service.schemas import CropConditions, YieldPrediction, columns_request_model
+
+
+def test_rows_to_matrix_keeps_feature_order() -> None:
+    rows = [
+        CropConditions(temperature=1, rainfall=2, humidity=3),
+        CropConditions(temperature=4, rainfall=5, humidity=6),
+    ]
+    matrix = convert.rows_to_matrix(rows)
+    assert matrix.dtype == np.float32
+    assert matrix.tolist() == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_predictions_from_matrix() -> None:
+    predictions = convert.matrix_to_predictions(np.array([[1.5, 2.5], [3.0, 4.0]], dtype=np.float32))
+    assert predictions == [YieldPrediction(apples=1.5, oranges=2.5), YieldPrediction(apples=3.0, oranges=4.0)]
+
+
+def test_columns_round_trip() -> None:
+    request = columns_request_model(10).model_validate(
+        {"temperature": [1, 4], "rainfall": [2, 5], "humidity": [3, 6]}
+    )
+    assert convert.columns_to_matrix(request).tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert convert.matrix_to_columns(np.array([[1.0, 2.0], [3.0, 4.0]])) == {
+        "apples": [1.0, 3.0],
+        "oranges": [2.0, 4.0],
+    }

@@ -1,0 +1,64 @@
+"""Device resolution and the Settings object."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from service.device import DeviceUnavailableError, resolve_device
+from service.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("setting", "cuda", "expected"),
+    [
+        ("auto", False, "cpu"),
+        ("auto", True, "cuda"),
+        ("cpu", True, "cpu"),
+        ("cpu", False, "cpu"),
+        ("cuda", True, "cuda"),
+    ],
+)
+def test_resolve_device(setting: str, cuda: bool, expected: str) -> None:
+    assert resolve_device(setting, cuda_available=cuda) == torch.device(expected)  # type: ignore[arg-type]
+
+
+def test_cuda_without_cuda_is_an_error_not_a_silent_fallback() -> None:
+    with pytest.raises(DeviceUnavailableError, match="no CUDA device"):
+        resolve_device("cuda", cuda_available=False)
+
+
+def test_resolve_device_uses_torch_by_default() -> None:
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_defaults() -> None:
+    settings = Settings()
+    assert settings.model_tag == "crop_yield:latest"
+    assert settings.device == "auto"
+    assert settings.max_rows_per_request == 10_000
+    assert settings.port == 3000
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CROP_YIELD_MODEL_TAG", "crop_yield:v1")
+    monkeypatch.setenv("CROP_YIELD_DEVICE", "cpu")
+    monkeypatch.setenv("CROP_YIELD_BATCHING", "false")
+    monkeypatch.setenv("CROP_YIELD_MAX_ROWS_PER_REQUEST", "20")
+    settings = Settings()
+    assert (settings.model_tag, settings.device, settings.batching, settings.max_rows_per_request) == (
+        "crop_yield:v1",
+        "cpu",
+        False,
+        20,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("DEVICE", "gpu"), ("MAX_ROWS_PER_REQUEST", "0"), ("PORT", "70000")]
+)
+def test_invalid_environment_is_rejected(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(f"CROP_YIELD_{name}", value)
+    with pytest.raises(ValidationError, match=name.lower()):
+        Settings()
