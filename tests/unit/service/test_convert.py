@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from service import convert
-from service.schemas import CropConditions, YieldPrediction, columns_request_model
+from service.schemas import ColumnsResponse, CropConditions, YieldPrediction, columns_request_model
 
 
 def test_rows_to_matrix_keeps_feature_order() -> None:
@@ -28,7 +28,13 @@ def test_columns_round_trip() -> None:
         {"temperature": [1, 4], "rainfall": [2, 5], "humidity": [3, 6]}
     )
     assert convert.columns_to_matrix(request).tolist() == [[1, 2, 3], [4, 5, 6]]
-    assert convert.matrix_to_columns(np.array([[1.0, 2.0], [3.0, 4.0]])) == {
-        "apples": [1.0, 3.0],
-        "oranges": [2.0, 4.0],
-    }
+    columns = convert.matrix_to_columns(np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32))
+    assert {k: v.tolist() for k, v in columns.items()} == {"apples": [1.0, 3.0], "oranges": [2.0, 4.0]}
+
+
+def test_columns_json_matches_the_documented_response() -> None:
+    outputs = np.array([[53.79634, 66.80548], [57.32397, 69.54128]], dtype=np.float32)
+    body = convert.columns_json(outputs, "crop_yield:v1")
+    assert body == b'{"apples":[53.79634,57.32397],"oranges":[66.80548,69.54128],"model":"crop_yield:v1"}'
+    response = ColumnsResponse.model_validate_json(body)
+    assert response.apples == [53.79634, 57.32397]

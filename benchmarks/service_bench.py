@@ -1,0 +1,222 @@
+"""Service benchmark: our BentoML service against a bare FastAPI baseline, in one run.
+
+    .venv/bin/python benchmarks/service_bench.py [--duration 10] [--connections 32]
+
+Both servers get one worker process and load from ``wrk`` (Debian package): single-row
+and 100-row ``POST /predict``, then one 100,000-row bulk request (median of 5). Start-up
+time (process start to ``/readyz`` 200) and worker resident memory are measured for the
+service with batching on and off. Targets (issue 3): single-row throughput >= 0.5x the
+baseline's, p99 at 32 connections <= 3x the baseline's with no non-2xx, bulk >= 2,000,000
+rows/s, ready in < 10 s, worker RSS < 500 MB. Compare ratios: absolute numbers drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+SINGLE = {"inputs": [{"temperature": 73.0, "rainfall": 67.0, "humidity": 43.0}]}
+BULK_ROWS = 100_000
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    errors: int
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    ready_s: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(name: str, command: list[str], env: dict[str, str], port: int) -> Server:
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    while time.perf_counter() - started < 60:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return Server(name, process, url, time.perf_counter() - started)
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    stop(process)
+    raise SystemExit(f"{name} did not become ready")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+
+
+def worker_rss_mb(process: subprocess.Popen[bytes]) -> float:
+    """Largest resident set among the server's processes (the worker holds the model)."""
+    parent = psutil.Process(process.pid)
+    procs = [parent, *parent.children(recursive=True)]
+    return max(p.memory_info().rss for p in procs) / 2**20
+
+
+def wrk_script(path: Path, body: dict[str, object]) -> Path:
+    path.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+    )
+    return path
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def run_wrk(url: str, script: Path, connections: int, duration: int) -> WrkResult:
+    base = ["wrk", "-t1", f"-c{connections}", "-s", str(script), f"{url}/predict"]
+    subprocess.run([*base[:3], "-d3s", *base[3:]], capture_output=True, check=True)  # warm-up
+    out = subprocess.run(
+        [*base[:3], f"-d{duration}s", "--latency", *base[3:]], capture_output=True, text=True, check=True
+    ).stdout
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return WrkResult(
+        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        p50_ms=_ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        p99_ms=_ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        errors=sum(int(g) for g in errors.groups()) if errors else 0,
+    )
+
+
+def bulk_rows_per_s(url: str) -> float:
+    rng = np.random.default_rng(0)
+    x = rng.uniform([50, 20, 20], [110, 150, 90], size=(BULK_ROWS, 3)).round(2)
+    body = json.dumps(
+        {"temperature": x[:, 0].tolist(), "rainfall": x[:, 1].tolist(), "humidity": x[:, 2].tolist()}
+    )
+    times = []
+    with httpx.Client(timeout=60) as client:
+        for _ in range(6):
+            start = time.perf_counter()
+            response = client.post(
+                f"{url}/predict_columns", content=body, headers={"content-type": "application/json"}
+            )
+            response.read()
+            times.append(time.perf_counter() - start)
+            if response.status_code != 200:
+                raise SystemExit(f"bulk request failed: {response.status_code} {response.text[:300]}")
+    return BULK_ROWS / statistics.median(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (after a 3 s warm-up)")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+
+    with tempfile.TemporaryDirectory(prefix="service-bench-") as tmp:
+        tmpdir = Path(tmp)
+        env = {**os.environ, "BENTOML_HOME": str(tmpdir / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+        subprocess.run([sys.executable, "-m", "training", "--quiet"], cwd=ROOT, env=env, check=True)
+        single = wrk_script(tmpdir / "single.lua", SINGLE)
+        hundred = wrk_script(tmpdir / "hundred.lua", {"inputs": SINGLE["inputs"] * 100})
+
+        port = free_port()
+        candidates = [
+            (
+                "baseline: FastAPI + uvicorn (uvloop, httptools)",
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "benchmarks.baseline_app:app",
+                    "--port",
+                    str(port),
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                {},
+            ),
+            ("service, batching on", [sys.executable, "-m", "service"], {"CROP_YIELD_BATCHING": "true"}),
+            ("service, batching off", [sys.executable, "-m", "service"], {"CROP_YIELD_BATCHING": "false"}),
+        ]
+        rows = []
+        for name, command, extra in candidates:
+            server_env = {**env, **extra, "CROP_YIELD_PORT": str(port), "CROP_YIELD_HOST": "127.0.0.1"}
+            server = start(name, command, server_env, port)
+            try:
+                one = run_wrk(server.url, single, args.connections, args.duration)
+                many = run_wrk(server.url, hundred, args.connections, args.duration)
+                bulk = bulk_rows_per_s(server.url)
+                rss = worker_rss_mb(server.process)
+            finally:
+                stop(server.process)
+            rows.append((name, server.ready_s, rss, one, many, bulk))
+
+    base = rows[0]
+    print(
+        f"machine: {os.cpu_count()} CPUs; wrk -t1 -c{args.connections} -d{args.duration}s after 3 s warm-up\n"
+    )
+    print(
+        "| server | ready | worker RSS | 1-row req/s | ratio | p50 | p99 | p99 ratio | non-2xx | "
+        "100-row rows/s | ratio | 100k bulk rows/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, ready, rss, one, many, bulk in rows:
+        print(
+            f"| {name} | {ready:.1f} s | {rss:.0f} MB | {one.rps:,.0f} | {one.rps / base[3].rps:.2f}x "
+            f"| {one.p50_ms:.2f} ms | {one.p99_ms:.2f} ms | {one.p99_ms / base[3].p99_ms:.2f}x "
+            f"| {one.non_2xx + many.non_2xx + one.errors + many.errors} "
+            f"| {many.rps * 100:,.0f} | {many.rps / base[4].rps:.2f}x | {bulk:,.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
