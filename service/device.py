@@ -25,3 +25,12 @@ def resolve_device(setting: DeviceSetting, cuda_available: bool | None = None) -
             )
         return torch.device("cuda")
     return torch.device("cuda" if available else "cpu")
+
+
+def wants_gpu(setting: DeviceSetting) -> bool:
+    """Whether the service should declare a GPU resource (so BentoML assigns one per worker).
+
+    Declared only when the model will actually run on CUDA, so CPU-only hosts serve
+    without GPU-allocation warnings.
+    """
+    return setting == "cuda" or (setting == "auto" and torch.cuda.is_available())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from importlib import metadata as pkg_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import bentoml
 import numpy as np
@@ -20,8 +20,9 @@ from starlette.responses import Response
 from contract import FEATURES, TARGETS
 from service import convert, metrics, runtime
 from service.batching import RowBatcher
-from service.device import resolve_device
+from service.device import resolve_device, wants_gpu
 from service.metadata_app import app as metadata_app
+from service.middleware import JsonOnly
 from service.model import LinearModel, ModelLoadError, bentoml_home
 from service.schemas import (
     ColumnsRequestBase,
@@ -58,8 +59,7 @@ def _service_version() -> str:
     traffic={"timeout": settings.request_timeout},
     logging={"access": {"enabled": settings.access_log}},
     tracing={"excluded_urls": TRACING_EXCLUDED},
-    # GPU nodes get a GPU; elsewhere no GPU request, so CPU hosts serve without warnings.
-    resources={"gpu": 1} if settings.device == "cuda" else {"cpu": "1"},
+    resources={"gpu": 1} if wants_gpu(settings.device) else {"cpu": "1"},
 )
 class CropYieldService:
     model_ref = bentoml.models.BentoModel(settings.model_tag)
@@ -159,3 +159,7 @@ class CropYieldService:
             device=str(self.model.device),
             service_version=self.version,
         )
+
+
+# The decorators turned the class into a bentoml Service (untyped for mypy).
+cast(Any, CropYieldService).add_asgi_middleware(JsonOnly, paths=frozenset({"/predict", "/predict_columns"}))

@@ -249,3 +249,29 @@ def test_too_many_rows_is_rejected(server: Server) -> None:
     assert response.status_code == 400
     assert "inputs" in response.text
     assert "10000" in response.text
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data",
+        "multipart/form-data; boundary=x",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+    ],
+)
+def test_non_json_content_types_get_415(server: Server, content_type: str) -> None:
+    body = b'{"inputs":[{"temperature":75,"rainfall":63,"humidity":44}]}'
+    for path in ("/predict", "/predict_columns"):
+        response = httpx.post(f"{server.url}{path}", content=body, headers={"content-type": content_type})
+        assert response.status_code == 415, response.text
+        assert response.json()["detail"][0]["loc"] == ["header", "content-type"]
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+def test_json_with_charset_is_accepted(server: Server) -> None:
+    body = b'{"inputs":[{"temperature":75,"rainfall":63,"humidity":44}]}'
+    response = httpx.post(
+        f"{server.url}/predict", content=body, headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert response.status_code == 200

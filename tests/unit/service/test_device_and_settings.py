@@ -6,7 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from service.device import DeviceUnavailableError, resolve_device
+from service.device import DeviceUnavailableError, resolve_device, wants_gpu
 from service.settings import Settings
 
 
@@ -62,3 +62,9 @@ def test_invalid_environment_is_rejected(monkeypatch: pytest.MonkeyPatch, name: 
     monkeypatch.setenv(f"CROP_YIELD_{name}", value)
     with pytest.raises(ValidationError, match=name.lower()):
         Settings()
+
+
+def test_gpu_is_declared_only_for_cuda() -> None:
+    assert wants_gpu("cuda")
+    assert not wants_gpu("cpu")
+    assert wants_gpu("auto") == torch.cuda.is_available()
