@@ -84,3 +84,17 @@ BAD_CSV_CASES: dict[str, tuple[str, list[str]]] = {
         ["column 'temperature'", "same value 70", "constant feature"],
     ),
 }
+
+
+def require_tool(name: str) -> str:
+    """Path of a command-line tool; skipped without it, except in CI where it must exist."""
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI (deploy/podman/setup.sh installs podman)")
+        pytest.skip(f"{name} not installed")
+    return path

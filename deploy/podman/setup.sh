@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Prepare this machine to build and run the image with podman (idempotent).
+#
+# - installs podman, runc, mmdebstrap and uidmap from Debian when podman is missing
+#   (needs root and apt-get; elsewhere it says what is missing and exits 1);
+# - when no python:3.11-slim image is available (no registry is reachable here), builds a
+#   local stand-in from Debian bookworm with mmdebstrap, carrying this machine's extra CA
+#   certificates so pip inside builds can reach the package index through its proxy.
+# See ../shared/notes/containers.md for why each step is needed.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
+BASE_IMAGE=docker.io/library/python:3.11-slim
+
+if ! command -v podman >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "podman is not installed and this is not a root Debian machine: install podman" >&2
+        exit 1
+    fi
+    echo "installing podman, runc, mmdebstrap, uidmap" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || true  # a stale list still resolves these packages
+    apt-get install -y -qq podman runc mmdebstrap uidmap >/dev/null
+fi
+
+if ! podman image exists "$BASE_IMAGE"; then
+    if podman pull --quiet "$BASE_IMAGE" >/dev/null 2>&1; then
+        exit 0
+    fi
+    echo "building a local stand-in for $BASE_IMAGE (Debian bookworm + python3)" >&2
+    command -v mmdebstrap >/dev/null || apt-get install -y -qq mmdebstrap >/dev/null
+    tarball="$(mktemp -d)/base.tar"
+    certs=(/usr/local/share/ca-certificates/*.crt)
+    hooks=(--customize-hook='mkdir -p "$1/usr/local/share/ca-certificates"')
+    if [ -e "${certs[0]}" ]; then
+        hooks+=(--customize-hook="copy-in ${certs[*]} /usr/local/share/ca-certificates/")
+    fi
+    hooks+=(--customize-hook='chroot "$1" update-ca-certificates')
+    mmdebstrap --quiet --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates \
+        "${hooks[@]}" bookworm "$tarball"
+    podman import --quiet "$tarball" "$BASE_IMAGE" >/dev/null
+    rm -rf "$(dirname "$tarball")"
+fi
+echo "podman ready: $(podman --version); base image $BASE_IMAGE present" >&2

@@ -1,0 +1,202 @@
+"""Kubernetes manifests and Dockerfile: schema validation plus what validators miss.
+
+kubernetes-validate checks each object against the API schema; these tests check how the
+objects fit together (selectors, ports, probe paths, names) and the security settings
+the deployment promises.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import REPO_ROOT, require_tool
+
+OVERLAYS = ["cpu", "gpu"]
+DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def render(overlay: str) -> str:
+    kubectl = require_tool("kubectl")
+    return subprocess.run(
+        [kubectl, "kustomize", str(REPO_ROOT / "deploy" / "kubernetes" / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> tuple[str, dict[str, dict[str, Any]]]:
+    docs = [d for d in yaml.safe_load_all(render(request.param)) if d]
+    by_kind = {d["kind"]: d for d in docs}
+    assert len(by_kind) == len(docs), "one object of each kind expected"
+    return request.param, by_kind
+
+
+def pod_labels(objs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    labels: dict[str, str] = objs["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def container(objs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    (only,) = objs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    result: dict[str, Any] = only
+    return result
+
+
+def env(objs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container(objs).get("env", [])}
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kubernetes_validate_strict(overlay: str, tmp_path: Path) -> None:
+    validator = require_tool("kubernetes-validate")
+    path = tmp_path / f"{overlay}.yaml"
+    path.write_text(render(overlay))
+    result = subprocess.run([validator, "--strict", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_selectors_match_the_pod_labels(rendered: tuple[str, dict[str, dict[str, Any]]]) -> None:
+    _, objs = rendered
+    labels = pod_labels(objs)
+    assert selects(objs["Deployment"]["spec"]["selector"]["matchLabels"], labels)
+    assert selects(objs["Service"]["spec"]["selector"], labels)
+    assert selects(objs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"], labels)
+    assert selects(objs["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"], labels)
+    spread = objs["Deployment"]["spec"]["template"]["spec"]["topologySpreadConstraints"][0]
+    assert selects(spread["labelSelector"]["matchLabels"], labels)
+    target = objs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", objs["Deployment"]["metadata"]["name"])
+
+
+def test_network_policy_admits_labelled_clients_and_the_scraper_only(
+    rendered: tuple[str, dict[str, dict[str, Any]]],
+) -> None:
+    _, objs = rendered
+    policy = objs["NetworkPolicy"]["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    sources = [rule["from"] for rule in policy["ingress"]]
+    assert sources[0] == [{"podSelector": {"matchLabels": {"crop-yield-client": "true"}}}]
+    assert sources[1][0]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+    for rule in policy["ingress"]:
+        assert rule["ports"] == [{"port": 3000, "protocol": "TCP"}]
+
+
+def test_service_and_probes_target_the_container_port(
+    rendered: tuple[str, dict[str, dict[str, Any]]],
+) -> None:
+    _, objs = rendered
+    ports = {p["name"]: p["containerPort"] for p in container(objs)["ports"]}
+    assert ports == {"http": 3000}
+    (service_port,) = objs["Service"]["spec"]["ports"]
+    assert (service_port["port"], service_port["targetPort"]) == (80, "http")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container(objs)[probe]["httpGet"]["port"] in ports
+        assert container(objs)[probe]["timeoutSeconds"] >= 1
+
+
+def test_probe_paths_exist_in_the_service(rendered: tuple[str, dict[str, dict[str, Any]]]) -> None:
+    from service.service import CropYieldService
+
+    routes = set(CropYieldService.openapi_spec.asdict()["paths"])  # includes BentoML's probes
+    c = container(rendered[1])
+    assert c["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert {"/readyz", "/livez"} <= routes
+    annotations = rendered[1]["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] in routes
+    assert annotations["prometheus.io/port"] == "3000"
+    assert annotations["prometheus.io/scrape"] == "true"
+
+
+def test_names_and_labels_are_valid(rendered: tuple[str, dict[str, dict[str, Any]]]) -> None:
+    _, objs = rendered
+    for obj in objs.values():
+        assert DNS_1123_LABEL.match(obj["metadata"]["name"]), obj["metadata"]["name"]
+        assert DNS_1123_LABEL.match(obj["metadata"]["namespace"])
+        for value in obj["metadata"].get("labels", {}).values():
+            assert LABEL_VALUE.match(value) and len(value) <= 63
+    assert DNS_1123_LABEL.match(container(objs)["name"])
+    for port in container(objs)["ports"]:
+        assert len(port["name"]) <= 15 and DNS_1123_LABEL.match(port["name"])
+
+
+def test_restricted_security_and_writable_paths(rendered: tuple[str, dict[str, dict[str, Any]]]) -> None:
+    _, objs = rendered
+    pod = objs["Deployment"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert objs["ServiceAccount"]["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == objs["ServiceAccount"]["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(objs)["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    mounts = {m["mountPath"]: m["name"] for m in container(objs)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_replicas_resources_and_shutdown_budget(rendered: tuple[str, dict[str, dict[str, Any]]]) -> None:
+    _, objs = rendered
+    spec = objs["Deployment"]["spec"]
+    assert spec["replicas"] >= 2
+    assert objs["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
+    resources = container(objs)["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"])
+    pre_stop = int(container(objs)["lifecycle"]["preStop"]["exec"]["command"][-1])
+    graceful = int(env(objs)["CROP_YIELD_GRACEFUL_SHUTDOWN_TIMEOUT"])
+    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > pre_stop + graceful
+
+
+def test_image_is_pinned(rendered: tuple[str, dict[str, dict[str, Any]]]) -> None:
+    overlay, objs = rendered
+    image = container(objs)["image"]
+    name, _, tag = image.rpartition(":")
+    assert name and tag and tag != "latest" and "/" in name
+    assert tag.endswith("-cuda") == (overlay == "gpu")
+
+
+def test_gpu_overlay(rendered: tuple[str, dict[str, dict[str, Any]]]) -> None:
+    overlay, objs = rendered
+    pod = objs["Deployment"]["spec"]["template"]["spec"]
+    limits = container(objs)["resources"]["limits"]
+    if overlay == "gpu":
+        assert limits["nvidia.com/gpu"] == 1
+        assert env(objs)["CROP_YIELD_DEVICE"] == "cuda"
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    else:
+        assert "nvidia.com/gpu" not in limits
+        assert env(objs)["CROP_YIELD_DEVICE"] == "cpu"
+
+
+def test_hadolint() -> None:
+    hadolint = require_tool("hadolint")
+    result = subprocess.run(
+        [hadolint, str(REPO_ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_promises() -> None:
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim AS deps" in text
+    assert re.search(r"^USER 10001", text, flags=re.MULTILINE)
+    assert re.search(r'^HEALTHCHECK .*\n\s+CMD \["python3"', text, flags=re.MULTILINE)
+    assert re.search(r"^EXPOSE 3000$", text, flags=re.MULTILINE)
+    assert re.search(r'^ENTRYPOINT \["python3", "-m", "service"\]$', text, flags=re.MULTILINE)
