@@ -128,10 +128,12 @@ def test_names_and_labels_are_valid(rendered: tuple[str, dict[str, dict[str, Any
         assert DNS_1123_LABEL.match(obj["metadata"]["name"]), obj["metadata"]["name"]
         assert DNS_1123_LABEL.match(obj["metadata"]["namespace"])
         for value in obj["metadata"].get("labels", {}).values():
-            assert LABEL_VALUE.match(value) and len(value) <= 63
+            assert LABEL_VALUE.match(value)
+            assert len(value) <= 63
     assert DNS_1123_LABEL.match(container(objs)["name"])
     for port in container(objs)["ports"]:
-        assert len(port["name"]) <= 15 and DNS_1123_LABEL.match(port["name"])
+        assert len(port["name"]) <= 15
+        assert DNS_1123_LABEL.match(port["name"])
 
 
 def test_restricted_security_and_writable_paths(rendered: tuple[str, dict[str, dict[str, Any]]]) -> None:
@@ -157,7 +159,8 @@ def test_replicas_resources_and_shutdown_budget(rendered: tuple[str, dict[str, d
     assert spec["replicas"] >= 2
     assert objs["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
     resources = container(objs)["resources"]
-    assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"])
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert {"cpu", "memory"} <= set(resources["limits"])
     pre_stop = int(container(objs)["lifecycle"]["preStop"]["exec"]["command"][-1])
     graceful = int(env(objs)["CROP_YIELD_GRACEFUL_SHUTDOWN_TIMEOUT"])
     assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > pre_stop + graceful
@@ -167,7 +170,9 @@ def test_image_is_pinned(rendered: tuple[str, dict[str, dict[str, Any]]]) -> Non
     overlay, objs = rendered
     image = container(objs)["image"]
     name, _, tag = image.rpartition(":")
-    assert name and tag and tag != "latest" and "/" in name
+    assert "/" in name
+    assert tag
+    assert tag != "latest"
     assert tag.endswith("-cuda") == (overlay == "gpu")
 
 
