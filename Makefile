@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run serve train test lint typecheck format bench bench-service clean
+.PHONY: setup container-setup image run serve train test lint typecheck format bench bench-service clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,13 +28,23 @@ serve: setup
 train: setup
 	$(PY) -m training $(ARGS)
 
-## Set up, then lint, type-check and run the whole test suite (what CI runs).
-test: setup lint typecheck
+## Set up (including podman for the container tests), then lint, type-check and run the
+## whole test suite: unit, integration, deploy and container tiers (what CI runs).
+test: setup container-setup lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## podman and a python:3.11-slim base image (a local stand-in where no registry is reachable).
+container-setup:
+	bash deploy/podman/setup.sh
+
+## Build the CPU image: make image TAG=crop-yield:0.1.0
+image: container-setup
+	bash deploy/podman/build.sh $(or $(TAG),localhost/crop-yield:dev)
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -14,8 +14,12 @@ BASE_IMAGE=docker.io/library/python:3.11-slim
 
 if ! command -v podman >/dev/null 2>&1; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        echo "podman is not installed and this is not a root Debian machine: install podman" >&2
-        exit 1
+        echo "podman is not installed and cannot be installed here (needs root and apt-get);" >&2
+        if [ -n "${CI:-}" ]; then
+            exit 1
+        fi
+        echo "the container tests will be skipped" >&2
+        exit 0
     fi
     echo "installing podman, runc, mmdebstrap, uidmap" >&2
     export DEBIAN_FRONTEND=noninteractive

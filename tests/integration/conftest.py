@@ -33,6 +33,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def launch(
+    command: list[str], env: dict[str, str], log: Path, cwd: Path = REPO_ROOT
+) -> subprocess.Popen[bytes]:
+    """Start a server process in its own process group, output to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the test can signal the whole process group
+        )
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 60) -> None:
+    """Return once ``url``/readyz answers 200; fail with the server's log otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    stop_service(process)
+    raise RuntimeError(f"server not ready after {timeout} s:\n{log.read_text()}")
+
+
 def start_service(home: Path, log: Path, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
     """``python -m service`` with CROP_YIELD_* settings; returns once /readyz answers 200."""
     port = free_port()
@@ -44,28 +75,10 @@ def start_service(home: Path, log: Path, **settings: str) -> tuple[subprocess.Po
         "CROP_YIELD_PORT": str(port),
         **{f"CROP_YIELD_{k.upper()}": v for k, v in settings.items()},
     }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # the test can signal the whole process group
-        )
+    process = launch([sys.executable, "-m", "service"], env, log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"service exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop_service(process)
-    raise RuntimeError(f"service not ready after 60 s:\n{log.read_text()}")
+    wait_ready(process, url, log)
+    return process, url
 
 
 def stop_service(process: subprocess.Popen[bytes], timeout: float = 30) -> int:

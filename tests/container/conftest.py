@@ -1,0 +1,53 @@
+"""Container tier: builds the real image with podman once per session.
+
+These tests are marked ``container``; they skip where podman is missing, except in CI,
+where .ci/run has installed it (deploy/podman/setup.sh) and a skip would hide a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import REPO_ROOT, require_tool
+
+IMAGE = "localhost/crop-yield:test"
+CONTAINERS_CONF = REPO_ROOT / "deploy" / "podman" / "containers.conf"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.container)
+            item.add_marker(pytest.mark.slow)
+
+
+def podman(
+    *args: str, check: bool = True, timeout: float = 120, text: bool = True
+) -> subprocess.CompletedProcess[Any]:
+    """Run podman with the project's containers.conf (runc, file-descriptor limits)."""
+    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=text, env=env, check=check, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    require_tool("podman")
+    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+    built = subprocess.run(
+        ["bash", str(REPO_ROOT / "deploy" / "podman" / "build.sh"), IMAGE],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    return IMAGE

@@ -1,0 +1,71 @@
+"""`podman kube play` of the rendered Deployment: its pod starts with the manifest's
+security context and read-only root, and serves /predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.container.conftest import podman
+from tests.helpers import REPO_ROOT
+from tests.integration.conftest import free_port
+
+
+def local_deployment(image: str, port: int) -> dict[str, Any]:
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(REPO_ROOT / "deploy" / "kubernetes" / "overlays" / "cpu")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (deployment,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
+    deployment["spec"]["replicas"] = 1
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    container["image"] = image
+    container["imagePullPolicy"] = "Never"
+    container["ports"][0].update(hostPort=port, hostIP="127.0.0.1")
+    result: dict[str, Any] = deployment
+    return result
+
+
+def test_kube_play_runs_the_deployment(image: str, tmp_path: Path) -> None:
+    port = free_port()
+    manifest = tmp_path / "deployment.yaml"
+    manifest.write_text(yaml.safe_dump(local_deployment(image, port)))
+    podman("kube", "down", str(manifest), check=False)
+    played = podman("kube", "play", str(manifest), check=False, timeout=180)
+    assert played.returncode == 0, played.stdout + played.stderr
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("pod not ready: " + podman("pod", "ps", check=False).stdout)
+        response = httpx.post(
+            f"{url}/predict", json={"inputs": [{"temperature": 75, "rainfall": 63, "humidity": 44}]}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0]["apples"] == pytest.approx(53.80, abs=0.05)
+
+        names = podman("ps", "--filter", "label=app.kubernetes.io/name=crop-yield", "--format", "{{.Names}}")
+        (name,) = [n for n in names.stdout.split() if "infra" not in n]
+        info = json.loads(podman("container", "inspect", name).stdout)[0]
+        assert info["HostConfig"]["ReadonlyRootfs"] is True
+        assert info["Config"]["User"].split(":")[0] == "10001"
+        assert set(info["EffectiveCaps"] or []) == set()
+        assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
+        assert podman("exec", name, "touch", "/tmp/writable").returncode == 0
+    finally:
+        podman("kube", "down", str(manifest), check=False)
