@@ -7,9 +7,10 @@ BentoML provides ``/livez``, ``/readyz``, ``/metrics``, ``/docs.json`` and Swagg
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from importlib import metadata as pkg_metadata
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import bentoml
 import numpy as np
@@ -22,8 +23,9 @@ from service import convert, metrics, runtime
 from service.batching import RowBatcher
 from service.device import resolve_device, wants_gpu
 from service.metadata_app import app as metadata_app
-from service.middleware import JsonOnly
+from service.middleware import BearerAuth, BodySizeLimit, JsonOnly, PatchedOpenAPI
 from service.model import LinearModel, ModelLoadError, bentoml_home
+from service.openapi import patch_spec
 from service.schemas import (
     ColumnsRequestBase,
     ColumnsResponse,
@@ -56,7 +58,7 @@ def _service_version() -> str:
 @bentoml.service(
     name="crop_yield",
     workers=settings.workers,
-    traffic={"timeout": settings.request_timeout},
+    traffic={"timeout": settings.request_timeout, "max_concurrency": settings.max_concurrency},
     logging={"access": {"enabled": settings.access_log}},
     tracing={"excluded_urls": TRACING_EXCLUDED},
     resources={"gpu": 1} if wants_gpu(settings.device) else {"cpu": "1"},
@@ -161,5 +163,14 @@ class CropYieldService:
         )
 
 
-# The decorators turned the class into a bentoml Service (untyped for mypy).
-cast(Any, CropYieldService).add_asgi_middleware(JsonOnly, paths=frozenset({"/predict", "/predict_columns"}))
+# Outermost first: authentication, then the body-size and media-type guards, then the
+# OpenAPI corrections. The decorators turned the class into a bentoml Service (untyped).
+_service: Any = CropYieldService
+API_PATHS = frozenset({"/predict", "/predict_columns"})
+if settings.auth_token is not None:
+    _service.add_asgi_middleware(
+        BearerAuth, token=settings.auth_token.get_secret_value(), paths=API_PATHS | {"/metadata"}
+    )
+_service.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+_service.add_asgi_middleware(JsonOnly, paths=API_PATHS)
+_service.add_asgi_middleware(PatchedOpenAPI, patch=partial(patch_spec, auth=settings.auth_token is not None))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract import MODEL_NAME
@@ -30,10 +30,23 @@ class Settings(BaseSettings):
         20, ge=0, description="Seconds in-flight requests get to finish after SIGTERM"
     )
     request_timeout: float = Field(30.0, gt=0, description="Seconds before a request is answered 504")
+    max_body_bytes: int = Field(
+        41_943_040, ge=1024, description="Largest request body in bytes (40 MiB); larger gets 413"
+    )
+    max_concurrency: int = Field(256, ge=1, description="Requests in progress at once; more get 429")
+    auth_token: SecretStr | None = Field(
+        None, description="Bearer token required on /predict* and /metadata; unset = no authentication"
+    )
     host: str = Field("0.0.0.0", description="Address to listen on")
     port: int = Field(3000, ge=1, le=65535, description="Port to listen on")
     tracing: bool = Field(False, description="OpenTelemetry spans per request (costly; off by default)")
     access_log: bool = Field(False, description="One log line per request (costly; off by default)")
+
+    @field_validator("auth_token", mode="after")
+    @classmethod
+    def _empty_token_means_none(cls, token: SecretStr | None) -> SecretStr | None:
+        # An empty variable (e.g. an empty Secret key) must not become the token "".
+        return token if token is not None and token.get_secret_value().strip() else None
 
 
 @lru_cache(maxsize=1)

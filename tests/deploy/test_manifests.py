@@ -52,7 +52,7 @@ def container(objs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def env(objs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container(objs).get("env", [])}
+    return {e["name"]: e["value"] for e in container(objs).get("env", []) if "value" in e}
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -205,3 +205,9 @@ def test_dockerfile_promises() -> None:
     assert re.search(r'^HEALTHCHECK .*\n\s+CMD \["python3"', text, flags=re.MULTILINE)
     assert re.search(r"^EXPOSE 3000$", text, flags=re.MULTILINE)
     assert re.search(r'^ENTRYPOINT \["python3", "-m", "service"\]$', text, flags=re.MULTILINE)
+
+
+def test_auth_token_comes_from_an_optional_secret(rendered: tuple[str, dict[str, dict[str, Any]]]) -> None:
+    _, objs = rendered
+    (token,) = [e for e in container(objs)["env"] if e["name"] == "CROP_YIELD_AUTH_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "crop-yield-auth", "key": "token", "optional": True}

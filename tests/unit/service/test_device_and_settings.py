@@ -68,3 +68,14 @@ def test_gpu_is_declared_only_for_cuda() -> None:
     assert wants_gpu("cuda")
     assert not wants_gpu("cpu")
     assert wants_gpu("auto") == torch.cuda.is_available()
+
+
+def test_auth_token_is_secret_and_empty_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().auth_token is None
+    monkeypatch.setenv("CROP_YIELD_AUTH_TOKEN", "  ")
+    assert Settings().auth_token is None
+    monkeypatch.setenv("CROP_YIELD_AUTH_TOKEN", "abc")
+    settings = Settings()
+    assert settings.auth_token is not None
+    assert settings.auth_token.get_secret_value() == "abc"
+    assert "abc" not in repr(settings)
