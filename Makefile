@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup container-setup image run serve train test lint typecheck format bench bench-service clean
+.PHONY: setup container-setup image run serve train test lint typecheck format bench bench-service loadtest soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,19 @@ bench: setup
 
 bench-service: setup
 	$(PY) benchmarks/service_bench.py $(ARGS)
+
+## Headless locust run against a running service; HTML report and CSV stats in REPORT_DIR.
+## make loadtest HOST=http://localhost:3000 USERS=50 DURATION=2m
+REPORT_DIR ?= reports/loadtest
+loadtest: setup
+	mkdir -p $(REPORT_DIR)
+	$(VENV)/bin/locust -f loadtest/locustfile.py --headless --only-summary \
+		--host $(or $(HOST),http://localhost:3000) -u $(or $(USERS),50) -r 10 -t $(or $(DURATION),2m) \
+		--html $(REPORT_DIR)/report.html --csv $(REPORT_DIR)/stats $(ARGS)
+
+## Soak: serve, run 50 users for 5 minutes, report failures and worker memory growth.
+soak: setup
+	$(PY) loadtest/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
