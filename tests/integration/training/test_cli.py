@@ -226,3 +226,58 @@ def test_if_missing_trains_once(fresh_home: Path) -> None:
     assert second.stdout == first.stdout
     assert "not training" in second.stderr
     assert store_snapshot(fresh_home) == before
+
+
+def test_two_runs_at_once_make_two_complete_entries(fresh_home: Path) -> None:
+    import os
+    import sys
+
+    env = {**os.environ, "BENTOML_HOME": str(fresh_home), "BENTOML_DO_NOT_TRACK": "true"}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "training", "--quiet", "--seed", str(seed)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    tags = []
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        tags.append(out.strip())
+    assert len(set(tags)) == 2
+    for tag in tags:
+        entry = entry_dir(fresh_home, tag)
+        info = yaml.safe_load((entry / "model.yaml").read_text())
+        assert info["metadata"]["seed"] in (1, 2)
+        assert predict_from_store(fresh_home, tag, [SEED_004_QUERY]).shape == (1, 2)
+    assert latest_version(fresh_home) in {t.split(":")[1] for t in tags}
+    leftovers = [
+        p
+        for p in (fresh_home / "models" / "crop_yield").iterdir()
+        if p.name not in {"latest", *[t.split(":")[1] for t in tags]}
+    ]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    ("case", "args"),
+    [
+        ("bad data", ["--data", "/nonexistent/data.csv"]),
+        ("quality gate", ["--epochs", "1"]),
+        ("divergence", ["--no-standardize", "--lr", "0.01"]),
+        ("existing tag", ["--version", "first"]),
+    ],
+)
+def test_failed_runs_leave_latest_and_entries_unchanged(fresh_home: Path, case: str, args: list[str]) -> None:
+    first = run_training_cli(["--quiet", "--version", "first"], fresh_home)
+    assert first.returncode == 0, first.stderr
+    before = store_snapshot(fresh_home)
+    failed = run_training_cli(args, fresh_home)
+    assert failed.returncode != 0
+    assert store_snapshot(fresh_home) == before
+    assert latest_version(fresh_home) == "first"
