@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,22 +21,12 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-import psutil
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.service_bench import free_port, start, stop, worker_rss_mb  # noqa: E402
+
 WARM_UP_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def worker_rss_mb(pid: int) -> float:
-    parent = psutil.Process(pid)
-    return max(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 2**20
 
 
 def main() -> int:
@@ -61,30 +49,17 @@ def main() -> int:
             "CROP_YIELD_PORT": str(port),
         }
         subprocess.run([sys.executable, "-m", "training", "--quiet"], cwd=ROOT, env=env, check=True)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
+        server = start("service", [sys.executable, "-m", "service"], env, port)
+        url = server.url
         try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             samples: list[tuple[float, float]] = []
-            stop = threading.Event()
+            done = threading.Event()
             started = time.monotonic()
 
             def sample() -> None:
-                while not stop.is_set():
-                    samples.append((time.monotonic() - started, worker_rss_mb(server.pid)))
-                    stop.wait(5)
+                while not done.is_set():
+                    samples.append((time.monotonic() - started, worker_rss_mb(server.process)))
+                    done.wait(5)
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
@@ -119,11 +94,10 @@ def main() -> int:
                 text=True,
                 check=False,
             )
-            stop.set()
+            done.set()
             sampler.join()
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(30)
+            stop(server.process)
 
     with (args.report_dir / "stats_stats.csv").open() as f:
         total = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
