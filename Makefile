@@ -1,5 +1,5 @@
 # The two README commands are `make run` and `make test`; everything else is a step they use.
-# The virtual environment lives in .venv and is rebuilt when pyproject.toml changes.
+# The virtual environment lives in .venv; dependencies are reinstalled when pyproject.toml changes.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__version__ = "0.1.0"
+"""Version of the project (service and training); pyproject.toml reads it from here."""
+
 MODEL_NAME = "crop_yield"
 """Default BentoML model-store name; entries are tagged ``crop_yield:<version>``."""
 

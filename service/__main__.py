@@ -40,6 +40,11 @@ def main() -> int:
 
     try:
         bentoml.models.get(settings.model_tag)
+    except ValueError as exc:  # a malformed tag
+        print(
+            f"error: CROP_YIELD_MODEL_TAG={settings.model_tag!r} is not a valid tag: {exc}", file=sys.stderr
+        )
+        return 2
     except NotFound:
         print(
             f"error: model {settings.model_tag} is not in the model store {bentoml_home()}; "

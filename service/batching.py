@@ -20,7 +20,7 @@ from bentoml.exceptions import ServiceUnavailable
 
 
 def _overloaded() -> NoReturn:
-    raise ServiceUnavailable("prediction queue is full: rows waited longer than max_latency_ms")
+    raise ServiceUnavailable("rows waited longer than CROP_YIELD_MAX_LATENCY_MS in the batching queue")
 
 
 class RowBatcher:

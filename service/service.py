@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
-from importlib import metadata as pkg_metadata
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch
 from bentoml.exceptions import NotFound
 from starlette.responses import Response
 
-from contract import FEATURES, TARGETS
+from contract import FEATURE_NAMES, FEATURES, TARGETS, __version__
 from service import convert, metrics, runtime
 from service.batching import RowBatcher
 from service.device import resolve_device, wants_gpu
@@ -27,6 +26,7 @@ from service.middleware import BearerAuth, BodySizeLimit, JsonOnly, PatchedOpenA
 from service.model import LinearModel, ModelLoadError, bentoml_home
 from service.openapi import patch_spec
 from service.schemas import (
+    SEED_004_EXAMPLE,
     ColumnsRequestBase,
     ColumnsResponse,
     CropConditions,
@@ -45,13 +45,6 @@ ColumnsRequest = columns_request_model(settings.max_bulk_rows)
 # Tracing stays on the middleware stack in BentoML 1.4; excluding every URL is how it is
 # switched off (a span per request cost a large share of worker CPU).
 TRACING_EXCLUDED = [] if settings.tracing else [".*"]
-
-
-def _service_version() -> str:
-    try:
-        return pkg_metadata.version("crop-yield-service")
-    except pkg_metadata.PackageNotFoundError:
-        return "unknown"
 
 
 @bentoml.asgi_app(metadata_app, path="/")
@@ -84,12 +77,12 @@ class CropYieldService:
             device,
         )
         # Warm-up: the first call pays for lazy initialisation (and CUDA context creation).
-        probe = np.asarray([[73.0, 67.0, 43.0]], dtype=np.float32)
+        probe = np.asarray([[SEED_004_EXAMPLE[name] for name in FEATURE_NAMES]], dtype=np.float32)
         if not np.all(np.isfinite(self.model.predict(probe))):
             raise ModelLoadError(f"model {self.model.tag} gives non-finite predictions")
         self.batcher: RowBatcher | None = None
-        self.version = _service_version()
-        self._ready = True
+        self.version = __version__
+        self._ready = False  # set once the startup hook below has run
 
     @bentoml.on_startup
     async def _start_runtime(self) -> None:
@@ -104,8 +97,10 @@ class CropYieldService:
         metrics.model_info().labels(model=name, version=version, device=str(self.model.device)).set(1)
         runtime.freeze_startup_heap()
         self._gc_task = asyncio.get_running_loop().create_task(runtime.collect_periodically())
+        self._ready = True
 
     async def __is_ready__(self) -> bool:
+        """/readyz: the model is loaded, the warm-up prediction passed, the runtime started."""
         return self._ready
 
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     max_latency_ms: int = Field(1_000, ge=1, description="Longest a row may wait in the batching queue")
     workers: int = Field(1, ge=1, description="Worker processes")
     graceful_shutdown_timeout: int = Field(
-        20, ge=0, description="Seconds in-flight requests get to finish after SIGTERM"
+        20, ge=1, description="Seconds in-flight requests get to finish after SIGTERM"
     )
     request_timeout: float = Field(30.0, gt=0, description="Seconds before a request is answered 504")
     max_body_bytes: int = Field(

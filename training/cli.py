@@ -31,6 +31,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or value == float("inf"):
@@ -88,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--lr", type=_positive_float, default=defaults.lr, help="initial SGD learning rate")
     parser.add_argument(
-        "--seed", type=int, default=defaults.seed, help="seed for initialisation, shuffling and the split"
+        "--seed",
+        type=_non_negative_int,
+        default=defaults.seed,
+        help="seed for initialisation, shuffling and the split",
     )
     parser.add_argument(
         "--no-standardize",
@@ -142,8 +152,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         save=not args.dry_run,
         progress=not args.quiet and sys.stderr.isatty(),
     )
-    from training.store import StoreError, latest_tag  # after argument parsing: --help stays instant
+    # Imported after argument parsing so --help stays instant.
+    from training.store import InvalidTagError, StoreError, check_new_tag, latest_tag
 
+    try:  # refuse a bad or taken tag before spending time on the fit
+        check_new_tag(args.model_name, args.version)
+    except InvalidTagError as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT)
+    except StoreError as exc:
+        if not args.if_missing:
+            return _fail(f"model store: {exc}", EXIT_STORE_FAILED)
     if args.if_missing and (existing := latest_tag(args.model_name)) is not None:
         print(f"model store already has {existing}; not training (--if-missing)", file=sys.stderr)
         print(existing)
@@ -180,7 +198,8 @@ def _report(outcome: TrainOutcome) -> None:
     ]
     for split, per_target in meta["metrics"].items():
         for name, m in per_target.items():
-            lines.append(f"{split:>8} {name:<8} MSE {m['mse']:9.4f}  RMSE {m['rmse']:8.4f}  R² {m['r2']:.5f}")
+            r2 = f"{m['r2']:.5f}" if "r2" in m else "n/a (constant target)"
+            lines.append(f"{split:>8} {name:<8} MSE {m['mse']:9.4f}  RMSE {m['rmse']:8.4f}  R² {r2}")
     lines += [f"plot: {p}" for p in outcome.plot_files]
     if outcome.tag is not None:
         lines.append(f"saved: {outcome.tag}")

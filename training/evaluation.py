@@ -51,17 +51,19 @@ def optimality_gap(fit_mse: float, optimal_mse: float, targets: np.ndarray) -> f
 def per_target_metrics(
     predictions: np.ndarray, targets: np.ndarray, names: Sequence[str]
 ) -> dict[str, dict[str, float]]:
-    """MSE, RMSE and R² for each target column."""
+    """MSE, RMSE and R² for each target column.
+
+    R² is left out for a constant target (it is undefined): NaN would make the metadata
+    invalid JSON for /metadata, and BentoML's metadata does not take None.
+    """
     out: dict[str, dict[str, float]] = {}
     for j, name in enumerate(names):
         error = np.asarray(predictions[:, j], np.float64) - targets[:, j]
         col_mse = float(np.mean(error**2))
         variance = float(np.var(targets[:, j]))
-        out[name] = {
-            "mse": col_mse,
-            "rmse": float(np.sqrt(col_mse)),
-            "r2": 1.0 - col_mse / variance if variance > 0 else float("nan"),
-        }
+        out[name] = {"mse": col_mse, "rmse": float(np.sqrt(col_mse))}
+        if variance > 0:
+            out[name]["r2"] = 1.0 - col_mse / variance
     return out
 
 

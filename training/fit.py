@@ -142,7 +142,7 @@ def fit_linear(
             stale = 0
             for group in optimizer.param_groups:
                 group["lr"] *= 0.5
-            if config.early_stop and optimizer.param_groups[0]["lr"] < lr_floor:
+            if config.early_stop and optimizer.param_groups[0]["lr"] <= lr_floor:
                 converged = True
                 break
     epochs.close()

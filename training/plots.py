@@ -30,7 +30,7 @@ def write_plots(
     ax.plot(np.arange(1, len(losses) + 1), losses)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss (MSE, standardized scale)")
+    ax.set_ylabel("training loss (MSE, in the optimised scale)")
     ax.set_title("Loss curve")
     written.append(directory / "loss_curve.png")
     fig.savefig(written[-1], dpi=100)

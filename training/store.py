@@ -1,12 +1,17 @@
 """Writing a fitted model to the BentoML model store (the writer's half of ``contract``).
 
-The entry is built in BentoML's temporary folder and moved into the store only when
+The entry is built in BentoML's temporary folder and copied into the store only when
 the ``bentoml.models.create`` block ends without an exception, so a failure at any
 step below (including the read-back check) leaves no entry and ``latest`` unchanged.
+Saves to one store are serialized by a lock file, so two runs asking for the same
+explicit version cannot both pass the "does it exist" check.
 """
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,49 @@ from contract import WEIGHTS_FILE
 
 class StoreError(RuntimeError):
     """The model could not be saved; the store is unchanged."""
+
+
+class InvalidTagError(ValueError):
+    """The model name or version is not a valid BentoML tag."""
+
+
+def parse_tag(name: str, version: str | None) -> Any:
+    """The ``bentoml.Tag`` for name[:version], or :class:`InvalidTagError` saying why not."""
+    import bentoml
+
+    try:
+        return bentoml.Tag(name, version)
+    except ValueError as exc:
+        shown = name if version is None else f"{name}:{version}"
+        raise InvalidTagError(f"invalid model tag {shown!r}: {exc}") from None
+
+
+def check_new_tag(name: str, version: str | None) -> None:
+    """Refuse before any fitting: a malformed tag, or an explicit version that exists."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    tag = parse_tag(name, version)
+    if version is not None:
+        try:
+            bentoml.models.get(tag)
+        except NotFound:
+            return
+        raise StoreError(f"model {tag} already exists; tags are never overwritten")
+
+
+@contextmanager
+def _store_lock() -> Iterator[None]:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    models = Path(BentoMLContainer.model_store_dir.get())
+    models.mkdir(parents=True, exist_ok=True)
+    with (models / ".crop-yield-save.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def save_model(
@@ -35,21 +83,15 @@ def save_model(
     the same predictions on it, or nothing is saved.
     """
     import bentoml  # heavy import, needed only once a fit has passed its checks
-    from bentoml.exceptions import BentoMLException, NotFound
+    from bentoml.exceptions import BentoMLException
 
     try:
-        tag = bentoml.Tag(name, version)
-    except ValueError as exc:
-        raise StoreError(f"invalid model tag {name}:{version}: {exc}") from None
-    if version is not None:
-        try:
-            bentoml.models.get(tag)
-        except NotFound:
-            pass
-        else:
-            raise StoreError(f"model {tag} already exists; tags are never overwritten")
+        tag = parse_tag(name, version)
+    except InvalidTagError as exc:
+        raise StoreError(str(exc)) from None
     try:
-        with bentoml.models.create(tag, labels=labels, metadata=metadata) as ref:
+        with _store_lock(), bentoml.models.create(tag, labels=labels, metadata=metadata) as ref:
+            check_new_tag(name, version)
             path = Path(ref.path) / WEIGHTS_FILE
             state = {
                 k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
@@ -67,7 +109,7 @@ def latest_tag(name: str) -> str | None:
     from bentoml.exceptions import NotFound
 
     try:
-        return str(bentoml.models.get(f"{name}:latest").tag)
+        return str(bentoml.models.get(parse_tag(name, "latest")).tag)
     except NotFound:
         return None
 

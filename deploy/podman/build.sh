@@ -17,5 +17,5 @@ if [ -n "$wheels" ] && [ -d "$wheels" ]; then
     printf '[global]\nfind-links = %s\n' "$wheels" > "$conf"
     args+=(-v "$wheels:$wheels:ro" -v "$conf:/etc/pip.conf:ro" --build-arg TORCH_INDEX_URL=)
 fi
-version="$(python3 -c 'import tomllib; print(tomllib.load(open("'"$root"'/pyproject.toml", "rb"))["project"]["version"])')"
+version="$(cd "$root" && python3 -c 'import contract; print(contract.__version__)')"
 exec podman build "${args[@]}" --build-arg VERSION="$version" -t "$tag" "$@" "$root"

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from contract import __version__
 from tests.container.conftest import podman
 from tests.helpers import run_training_cli
 from tests.integration.conftest import free_port
@@ -77,6 +78,7 @@ def test_image_size_and_labels(image: str) -> None:
 
 def test_serves_correct_predictions(served: tuple[str, str], image: str, tmp_path: Path) -> None:
     _, url = served
+    assert httpx.get(f"{url}/metadata").json()["service_version"] == __version__
     rows = np.array([[75.0, 63.0, 44.0], [60.0, 120.0, 80.0], [95.0, 40.0, 30.0]])
     inputs = [dict(zip(("temperature", "rainfall", "humidity"), r, strict=True)) for r in rows.tolist()]
     response = httpx.post(f"{url}/predict", json={"inputs": inputs})

@@ -144,11 +144,25 @@ def test_bad_data_exits_2_and_writes_nothing(tmp_path: Path, fresh_home: Path) -
     assert store_snapshot(fresh_home) == {}
 
 
-def test_bad_option_names_the_option(fresh_home: Path) -> None:
-    result = run_training_cli(["--epochs", "0"], fresh_home)
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--epochs", "0"], "--epochs: must be a positive integer"),
+        (["--seed", "-1"], "--seed: must be an integer >= 0"),
+    ],
+)
+def test_bad_option_names_the_option(fresh_home: Path, args: list[str], fragment: str) -> None:
+    result = run_training_cli(args, fresh_home)
     assert result.returncode == 2
-    assert "--epochs" in result.stderr
-    assert "positive integer" in result.stderr
+    assert fragment in result.stderr
+
+
+def test_bad_tag_is_refused_before_fitting(fresh_home: Path) -> None:
+    result = run_training_cli(["--version", "no good", "--if-missing"], fresh_home)
+    assert result.returncode == 2
+    assert "invalid model tag 'crop_yield:no good'" in result.stderr
+    assert "fit:" not in result.stderr
+    assert store_snapshot(fresh_home) == {}
 
 
 def test_quality_gate_refuses_to_save(fresh_home: Path) -> None:
@@ -198,12 +212,18 @@ def test_user_csv_with_holdout_and_json_safe_metadata(tmp_path: Path, fresh_home
     json.dumps(meta, allow_nan=False)
 
 
+@pytest.fixture(scope="module")
+def guard_model() -> str:
+    outcome = train(TrainOptions(model_name="bad-data-guard"))
+    assert outcome.tag is not None
+    return outcome.tag
+
+
 @pytest.mark.parametrize("case", BAD_CSV_CASES, ids=list(BAD_CSV_CASES))
 def test_every_bad_csv_exits_2_and_leaves_the_store_unchanged(
-    case: str, tmp_path: Path, session_home: Path, capsys: pytest.CaptureFixture[str]
+    case: str, tmp_path: Path, session_home: Path, guard_model: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # In process (fast) against the session store, which earlier tests have filled.
-    train(TrainOptions(model_name="bad-data-guard"))
+    # In process (fast) against the session store, which holds a model of this name.
     text, fragments = BAD_CSV_CASES[case]
     path = tmp_path / "data.csv"
     path.write_text(text)
@@ -265,19 +285,22 @@ def test_two_runs_at_once_make_two_complete_entries(fresh_home: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("case", "args"),
+    ("case", "args", "code"),
     [
-        ("bad data", ["--data", "/nonexistent/data.csv"]),
-        ("quality gate", ["--epochs", "1"]),
-        ("divergence", ["--no-standardize", "--lr", "0.01"]),
-        ("existing tag", ["--version", "first"]),
+        ("bad data", ["--data", "/nonexistent/data.csv"], 2),
+        ("bad tag", ["--model-name", "Not A Tag!"], 2),
+        ("quality gate", ["--epochs", "1"], 3),
+        ("divergence", ["--no-standardize", "--lr", "0.01"], 3),
+        ("existing tag", ["--version", "first"], 4),
     ],
 )
-def test_failed_runs_leave_latest_and_entries_unchanged(fresh_home: Path, case: str, args: list[str]) -> None:
+def test_failed_runs_leave_latest_and_entries_unchanged(
+    fresh_home: Path, case: str, args: list[str], code: int
+) -> None:
     first = run_training_cli(["--quiet", "--version", "first"], fresh_home)
     assert first.returncode == 0, first.stderr
     before = store_snapshot(fresh_home)
     failed = run_training_cli(args, fresh_home)
-    assert failed.returncode != 0
+    assert failed.returncode == code, failed.stderr
     assert store_snapshot(fresh_home) == before
     assert latest_version(fresh_home) == "first"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ from safetensors.torch import load_file
 
 import training.store
 from contract import WEIGHTS_FILE
-from tests.helpers import store_snapshot
+from tests.helpers import CSV_HEADER, builtin_rows, store_snapshot
+from training.cli import main
 from training.pipeline import TrainOptions, train
 from training.store import StoreError
 
@@ -55,3 +57,14 @@ def test_dry_run_saves_nothing(session_home: Path) -> None:
     assert outcome.tag is None
     assert outcome.metadata["fit"]["optimality_gap"] <= 1e-4
     assert store_snapshot(session_home) == before
+
+
+def test_constant_target_gives_json_safe_metadata(tmp_path: Path) -> None:
+    # A target that never varies has no R²; the metadata must still be valid JSON (/metadata).
+    lines = [CSV_HEADER, *(f"{r.rsplit(',', 2)[0]},50,{r.rsplit(',', 1)[1]}" for r in builtin_rows())]
+    path = tmp_path / "flat.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["--data", str(path), "--model-name", "flat-apples"]) == 0  # report included
+    outcome = train(TrainOptions(data=path, model_name="flat-apples", save=False))
+    assert "r2" not in outcome.metadata["metrics"]["train"]["apples"]
+    json.dumps(outcome.metadata, allow_nan=False)

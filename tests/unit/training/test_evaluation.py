@@ -65,3 +65,10 @@ def test_holdout_only_with_enough_rows() -> None:
     assert sorted([*train, *holdout]) == list(range(100))
     again, _ = split_holdout(100, 0.2, 50, seed=0)
     assert again.tolist() == train.tolist()
+
+
+def test_r2_of_a_constant_target_is_left_out_not_nan() -> None:
+    targets = np.array([[5.0], [5.0], [5.0]])
+    metrics = per_target_metrics(targets + 0.1, targets, ["flat"])
+    assert "r2" not in metrics["flat"]
+    assert metrics["flat"]["mse"] == pytest.approx(0.01)
