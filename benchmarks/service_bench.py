@@ -70,11 +70,14 @@ def start(name: str, command: list[str], env: dict[str, str], port: int) -> Serv
     )
     url = f"http://127.0.0.1:{port}"
     while time.perf_counter() - started < 60:
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited with {process.returncode}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return Server(name, process, url, time.perf_counter() - started)
         except httpx.HTTPError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     stop(process)
     raise SystemExit(f"{name} did not become ready")
 

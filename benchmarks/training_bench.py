@@ -78,7 +78,7 @@ def bench_fit(repeats: int) -> None:
     x = torch.as_tensor(data.features, dtype=torch.float32)
     y = torch.as_tensor(data.targets, dtype=torch.float32)
     optimal = mse(least_squares(data.features, data.targets).predict(data.features), data.targets)
-    print("## 1. Fit on the built-in 15 rows (in process, median of", repeats, "runs)")
+    print("## 1. Fit on the built-in 15 rows (in process)")
     print("| fit | time | epochs | optimality gap |")
     print("|---|---|---|---|")
     # The first fit in a process also pays torch's lazy imports (torch.optim pulls in

@@ -92,8 +92,9 @@ class PredictionClient(FastHttpUser):
             if self.model is None:
                 response.failure(f"/metadata answered {response.status_code}")
 
-    def _check_rows(self, response: Any, predictions: list[dict[str, Any]], expected: int) -> None:
-        body = response.json()
+    def _check_rows(
+        self, response: Any, body: dict[str, Any], predictions: list[dict[str, Any]], expected: int
+    ) -> None:
         if body.get("model") != self.model:
             response.failure(f"model {body.get('model')!r}, expected {self.model!r}")
         elif len(predictions) != expected:
@@ -111,7 +112,8 @@ class PredictionClient(FastHttpUser):
             if response.status_code != 200:
                 response.failure(f"status {response.status_code}: {response.text[:200]}")
                 return
-            self._check_rows(response, response.json().get("predictions", []), n)
+            body = response.json()
+            self._check_rows(response, body, body.get("predictions", []), n)
 
     @task(10)
     def single_row(self) -> None:
@@ -143,4 +145,4 @@ class PredictionClient(FastHttpUser):
             if len(body["apples"]) != len(body["oranges"]):
                 response.failure("apples and oranges differ in length")
                 return
-            self._check_rows(response, predictions, n)
+            self._check_rows(response, body, predictions, n)

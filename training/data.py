@@ -13,7 +13,7 @@ import io
 import math
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -53,15 +53,7 @@ def min_rows(n_features: int) -> int:
 def load_builtin(feature_names: Sequence[str], target_names: Sequence[str]) -> Dataset:
     resource = resources.files("training.resources").joinpath(BUILTIN_DATA)
     with resources.as_file(resource) as path:
-        data = load_csv(path, feature_names, target_names)
-    return Dataset(
-        data.features,
-        data.targets,
-        data.feature_names,
-        data.target_names,
-        f"builtin:{BUILTIN_DATA}",
-        data.sha256,
-    )
+        return replace(load_csv(path, feature_names, target_names), source=f"builtin:{BUILTIN_DATA}")
 
 
 def load_csv(path: Path, feature_names: Sequence[str], target_names: Sequence[str]) -> Dataset:

@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from contract import FEATURES, METADATA_SCHEMA_VERSION, MODEL_NAME, TARGETS, WEIGHTS_FILE
+from contract import (
+    FEATURE_NAMES,
+    FEATURES,
+    METADATA_SCHEMA_VERSION,
+    MODEL_NAME,
+    TARGET_NAMES,
+    TARGETS,
+    WEIGHTS_FILE,
+)
 from training import data as data_mod
 from training.evaluation import least_squares, mse, optimality_gap, per_target_metrics, split_holdout
 from training.fit import FitConfig, FitResult, fit_linear
@@ -35,10 +43,10 @@ class QualityGateError(RuntimeError):
 class TrainOptions:
     data: Path | None = None
     """CSV to train on; None means the built-in seed-004 dataset."""
-    epochs: int = 2000
+    epochs: int = FitConfig.epochs
     batch_size: int | None = None
     """None: a third of the training rows (seed 004's 5 of 15), at most 4096."""
-    lr: float = 0.1
+    lr: float = FitConfig.lr
     seed: int = 0
     standardize: bool = True
     max_gap: float = 1e-4
@@ -64,8 +72,7 @@ def auto_batch_size(rows: int) -> int:
 
 
 def train(options: TrainOptions) -> TrainOutcome:
-    feature_names = tuple(c.name for c in FEATURES)
-    target_names = tuple(c.name for c in TARGETS)
+    feature_names, target_names = FEATURE_NAMES, TARGET_NAMES
     if options.data is None:
         dataset = data_mod.load_builtin(feature_names, target_names)
     else:
