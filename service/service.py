@@ -95,6 +95,7 @@ class CropYieldService:
             )
         name, _, version = self.model.tag.partition(":")
         metrics.model_info().labels(model=name, version=version, device=str(self.model.device)).set(1)
+        runtime.quiet_validation_errors()
         runtime.freeze_startup_heap()
         self._gc_task = asyncio.get_running_loop().create_task(runtime.collect_periodically())
         self._ready = True

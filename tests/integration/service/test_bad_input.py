@@ -288,3 +288,7 @@ def test_the_whole_matrix_without_memory_blow_up(server: Server) -> None:
     print(f"{len(CASES)} bad requests: worker RSS growth {growth_mb:.0f} MB")
     assert growth_mb < 200
     assert httpx.get(f"{server.url}/readyz").status_code == 200
+    # Rejections are logged as one line each; a traceback would mean a server-side error.
+    log = server.log.read_text()
+    assert "rejected, 1 validation error(s)" in log
+    assert "Traceback" not in log
