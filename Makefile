@@ -58,6 +58,7 @@ bench: setup
 	$(PY) benchmarks/training_bench.py $(ARGS)
 
 bench-service: setup
+	command -v wrk >/dev/null || apt-get install -y -qq wrk  # the load generator (Debian package)
 	$(PY) benchmarks/service_bench.py $(ARGS)
 
 ## Headless locust run against a running service; HTML report and CSV stats in REPORT_DIR.
