@@ -2,7 +2,8 @@
 and the OpenAPI document's corrections.
 
 Each guard answers with a JSON body shaped like BentoML's validation errors
-(``{"error": ..., "detail": [{"type", "loc", "msg"}]}``), so clients handle one format.
+(``{"error": ..., "detail": [{"type", "loc", "msg"}]}``), so clients handle one format;
+on the Open Inference Protocol's routes, with that protocol's ``{"error": message}``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from service.paths import is_v2
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,14 +33,18 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 async def send_error(
     send: Send,
+    scope: Scope,
     status: int,
     error: str,
     loc: list[str],
     msg: str,
     headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
-    body = json.dumps({"error": error, "detail": [{"type": error.replace(" ", "_"), "loc": loc, "msg": msg}]})
-    payload = body.encode()
+    if is_v2(scope["path"]):
+        document: dict[str, Any] = {"error": f"{error}: {msg}"}
+    else:
+        document = {"error": error, "detail": [{"type": error.replace(" ", "_"), "loc": loc, "msg": msg}]}
+    payload = json.dumps(document).encode()
     await send(
         {
             "type": "http.response.start",
@@ -53,23 +60,24 @@ async def send_error(
 
 
 class BearerAuth:
-    """Require ``Authorization: Bearer <token>`` on ``paths`` (probes and metrics stay open).
+    """Require ``Authorization: Bearer <token>`` where ``protects(path)`` (probes and metrics stay open).
 
     The comparison is constant-time (``hmac.compare_digest``) so response timing does not
     reveal how much of a guessed token was right.
     """
 
-    def __init__(self, app: ASGIApp, token: str, paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, token: str, protects: Callable[[str], bool]) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
-        self.paths = paths
+        self.protects = protects
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in self.paths:
+        if scope["type"] == "http" and self.protects(scope["path"]):
             given = (_header(scope, b"authorization") or "").encode("latin-1")
             if not hmac.compare_digest(given, self.expected):
                 await send_error(
                     send,
+                    scope,
                     401,
                     "unauthorized",
                     ["header", "authorization"],
@@ -77,6 +85,23 @@ class BearerAuth:
                     ((b"www-authenticate", b'Bearer realm="crop-yield"'),),
                 )
                 return
+        await self.app(scope, receive, send)
+
+
+class UnroutableV2Paths:
+    """Answer a ``/v2`` path holding a newline with the protocol's 404.
+
+    The V2 routes live in a mounted app, and Starlette's mount pattern does not match a
+    newline, so such a path (a fuzzer sends them) would get BentoML's plain-text 404.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "\n" in scope["path"] and is_v2(scope["path"]):
+            await send_error(send, scope, 404, "not found", ["path"], "no such route or model")
+            return
         await self.app(scope, receive, send)
 
 
@@ -97,6 +122,7 @@ class JsonOnly:
             if header.split(";", 1)[0].strip().lower() not in JSON_TYPES:
                 await send_error(
                     send,
+                    scope,
                     415,
                     "unsupported media type",
                     ["header", "content-type"],
@@ -124,7 +150,7 @@ class BodySizeLimit:
         declared = _header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit() or int(declared) > self.max_bytes:
-                await self._reject(send)
+                await self._reject(send, scope)
                 return
             await self.app(scope, receive, send)
             return
@@ -137,7 +163,7 @@ class BodySizeLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                await self._reject(send)
+                await self._reject(send, scope)
                 return
             if not message.get("more_body", False):
                 break
@@ -148,9 +174,10 @@ class BodySizeLimit:
 
         await self.app(scope, replayed, send)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, scope: Scope) -> None:
         await send_error(
             send,
+            scope,
             413,
             "request too large",
             ["body"],

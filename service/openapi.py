@@ -4,13 +4,20 @@ service really answers (clients and schemathesis read it):
 - error bodies: ``detail`` is a list of ``{type, loc, msg}``, not a string;
 - the statuses the guards and BentoML's traffic control add (401, 413, 415, 429, 503, 504);
 - request bodies are required;
-- the bearer-token scheme, when authentication is on.
+- the bearer-token scheme, when authentication is on;
+- the Open Inference Protocol's routes: their ``{"error": message}`` body, the request
+  schema their handlers decode themselves, and the served model's name and version as the
+  only values of their path parameters (so generated requests and Swagger UI's form use them).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
+
+from service.paths import is_protected, is_v2
+from service.v2.openapi import v2_openapi
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -41,32 +48,50 @@ POST_ERRORS = {
     "503": "Rows waited longer than CROP_YIELD_MAX_LATENCY_MS in the batching queue",
     "504": "Not answered within CROP_YIELD_REQUEST_TIMEOUT",
 }
-PROTECTED = ("/predict", "/predict_columns", "/metadata")
+REF = "#/components/schemas/{model}"
 
 
-def _error_response(description: str) -> dict[str, Any]:
+def _error_response(description: str, path: str) -> dict[str, Any]:
+    schema = "V2Error" if is_v2(path) else "ErrorResponse"
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=schema)}}},
     }
 
 
-def patch_spec(spec: dict[str, Any], auth: bool) -> dict[str, Any]:
+def _pin_served_model(operation: dict[str, Any], served: tuple[str, str]) -> None:
+    values = {"model_name": served[0], "version": served[1]}
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") == "path" and parameter.get("name") in values:
+            parameter["schema"]["enum"] = [values[parameter["name"]]]
+
+
+def patch_spec(
+    spec: dict[str, Any], auth: bool, served: Callable[[], tuple[str, str] | None] = lambda: None
+) -> dict[str, Any]:
+    """``served()`` gives the served model's (name, version) once it is loaded."""
     spec = copy.deepcopy(spec)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorResponse"] = ERROR_SCHEMA
     for name in ("InvalidArgument", "NotFound", "InternalServerError"):
         if name in schemas:
             schemas[name] = {**ERROR_SCHEMA, "title": name}
+    v2 = v2_openapi()
+    schemas.update(copy.deepcopy(v2["components"]["schemas"]))
+    spec.setdefault("paths", {}).update(copy.deepcopy(v2["paths"]))
+    model = served()
     for path, item in spec.get("paths", {}).items():
         for method, operation in item.items():
             responses = operation.setdefault("responses", {})
             if method == "post":
                 operation.get("requestBody", {})["required"] = True
                 for status, description in POST_ERRORS.items():
-                    responses[status] = _error_response(description)
-            if auth and path in PROTECTED:
-                responses["401"] = _error_response("Missing or wrong bearer token")
+                    if not (is_v2(path) and status in responses):  # keep the V2 routes' own wording
+                        responses[status] = _error_response(description, path)
+            if model is not None:
+                _pin_served_model(operation, model)
+            if auth and is_protected(path):
+                responses["401"] = _error_response("Missing or wrong bearer token", path)
                 operation["security"] = [{"bearerAuth": []}]
     if auth:
         spec["components"].setdefault("securitySchemes", {})["bearerAuth"] = {

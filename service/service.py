@@ -1,4 +1,5 @@
-"""The BentoML service: ``POST /predict``, ``POST /predict_columns``, ``GET /metadata``.
+"""The BentoML service: ``POST /predict``, ``POST /predict_columns``, ``GET /metadata`` and the
+Open Inference Protocol (``/v2/...``, see ``service.v2``).
 
 Serve with ``python -m service`` (reads the settings, then runs ``bentoml serve``).
 BentoML provides ``/livez``, ``/readyz``, ``/metrics``, ``/docs.json`` and Swagger UI at ``/``.
@@ -18,12 +19,12 @@ from bentoml.exceptions import NotFound
 from starlette.responses import Response
 
 from contract import FEATURE_NAMES, FEATURES, TARGETS, __version__
-from service import convert, metrics, runtime
+from service import convert, metrics, paths, runtime
 from service.batching import RowBatcher
 from service.device import resolve_device, wants_gpu
-from service.metadata_app import app as metadata_app
-from service.middleware import BearerAuth, BodySizeLimit, JsonOnly, PatchedOpenAPI
+from service.middleware import BearerAuth, BodySizeLimit, JsonOnly, PatchedOpenAPI, UnroutableV2Paths
 from service.model import LinearModel, ModelLoadError, bentoml_home
+from service.mounted_app import app as mounted_app
 from service.openapi import patch_spec
 from service.schemas import (
     SEED_004_EXAMPLE,
@@ -38,6 +39,7 @@ from service.schemas import (
     predict_request_model,
 )
 from service.settings import get_settings
+from service.v2 import routes as v2_routes
 
 settings = get_settings()
 PredictRequest = predict_request_model(settings.max_rows_per_request)
@@ -47,7 +49,8 @@ ColumnsRequest = columns_request_model(settings.max_bulk_rows)
 TRACING_EXCLUDED = [] if settings.tracing else [".*"]
 
 
-@bentoml.asgi_app(metadata_app, path="/")
+@bentoml.asgi_app(mounted_app, path="/")
+@bentoml.asgi_app(v2_routes.app, path="/")
 @bentoml.service(
     name="crop_yield",
     workers=settings.workers,
@@ -104,19 +107,40 @@ class CropYieldService:
         """/readyz: the model is loaded, the warm-up prediction passed, the runtime started."""
         return self._ready
 
+    @property
+    def ready(self) -> bool:
+        """The condition of /readyz (also answered by /v2/health/ready)."""
+        return self._ready
+
+    @property
+    def model_tag(self) -> str:
+        return self.model.tag
+
+    @property
+    def max_bulk_rows(self) -> int:
+        return settings.max_bulk_rows
+
+    async def predict_rows(self, rows: np.ndarray, endpoint: str) -> np.ndarray:
+        """float32 n×3 → n×2: through the batcher up to the /predict row limit, directly above it.
+
+        Rows of concurrent calls from any endpoint using this (``/predict``, V2 infer) may
+        share one model call; larger requests would only hold the batch up.
+        """
+        if self.batcher is not None and len(rows) <= settings.max_rows_per_request:
+            outputs = await self.batcher(rows)
+        else:
+            outputs = self.model.predict(rows)
+            metrics.rows_per_model_call().observe(len(rows))
+        metrics.rows_predicted().labels(endpoint=endpoint).inc(len(rows))
+        return outputs
+
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
     async def predict(self, inputs: list[CropConditions]) -> PredictResponse:
         """Predict apple and orange yields for each region, in order.
 
         Rows of concurrent calls are merged into one model call (adaptive batching).
         """
-        rows = convert.rows_to_matrix(inputs)
-        if self.batcher is not None:
-            outputs = await self.batcher(rows)
-        else:
-            outputs = self.model.predict(rows)
-            metrics.rows_per_model_call().observe(len(rows))
-        metrics.rows_predicted().labels(endpoint="predict").inc(len(rows))
+        outputs = await self.predict_rows(convert.rows_to_matrix(inputs), "predict")
         return PredictResponse.model_construct(
             predictions=convert.matrix_to_predictions(outputs), model=self.model.tag
         )
@@ -162,11 +186,25 @@ class CropYieldService:
 # Outermost first: authentication, then the body-size and media-type guards, then the
 # OpenAPI corrections. The decorators turned the class into a bentoml Service (untyped).
 _service: Any = CropYieldService
-API_PATHS = frozenset({"/predict", "/predict_columns"})
 if settings.auth_token is not None:
     _service.add_asgi_middleware(
-        BearerAuth, token=settings.auth_token.get_secret_value(), paths=API_PATHS | {"/metadata"}
+        BearerAuth, token=settings.auth_token.get_secret_value(), protects=paths.is_protected
     )
 _service.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-_service.add_asgi_middleware(JsonOnly, paths=API_PATHS)
-_service.add_asgi_middleware(PatchedOpenAPI, patch=partial(patch_spec, auth=settings.auth_token is not None))
+_service.add_asgi_middleware(JsonOnly, paths=paths.JSON_API_PATHS)
+_service.add_asgi_middleware(UnroutableV2Paths)
+
+
+def _served_model() -> tuple[str, str] | None:
+    """(name, version) of the served model for /docs.json, once the instance exists."""
+    instance = v2_routes.served()
+    if instance is None:
+        return None
+    name, _, version = instance.model_tag.partition(":")
+    return name, version
+
+
+_service.add_asgi_middleware(
+    PatchedOpenAPI,
+    patch=partial(patch_spec, auth=settings.auth_token is not None, served=_served_model),
+)

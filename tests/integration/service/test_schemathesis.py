@@ -20,7 +20,7 @@ from tests.integration.conftest import Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# 300 + 300 per POST operation in CI (1,205 cases in all); SCHEMATHESIS_EXAMPLES=3000 for a longer run.
+# 300 + 300 per POST operation in CI; SCHEMATHESIS_EXAMPLES=3000 for a longer run.
 PER_MODE = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "300"))
 EXAMPLES = {GenerationMode.POSITIVE: PER_MODE, GenerationMode.NEGATIVE: PER_MODE}
 CASES: dict[str, int] = {}
@@ -31,12 +31,25 @@ def api_schema(server: Server) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(f"{server.url}/docs.json")
 
 
-POST = ["POST /predict", "POST /predict_columns"]
+V2_MODEL = "/v2/models/{model_name}"
+V2_VERSION = f"{V2_MODEL}/versions/{{version}}"
+POST = ["POST /predict", "POST /predict_columns", f"POST {V2_MODEL}/infer", f"POST {V2_VERSION}/infer"]
 GET = ["GET /metadata", "GET /readyz", "GET /livez", "GET /healthz", "GET /metrics"]
-# Operations without parameters or body have nothing to make invalid: positive only.
-RUNS = [(label, mode) for label in POST for mode in EXAMPLES] + [
-    (label, GenerationMode.POSITIVE) for label in GET
+V2_GET = [
+    "GET /v2",
+    "GET /v2/health/live",
+    "GET /v2/health/ready",
+    f"GET {V2_MODEL}",
+    f"GET {V2_VERSION}",
+    f"GET {V2_MODEL}/ready",
+    f"GET {V2_VERSION}/ready",
 ]
+# Operations without parameters or body have nothing to make invalid: positive only. The
+# V2 GET routes' only parameters are the served model's name and version: a few cases each.
+RUNS = [(label, mode) for label in POST for mode in EXAMPLES] + [
+    (label, GenerationMode.POSITIVE) for label in GET + V2_GET
+]
+SMALL = {label: 20 for label in V2_GET}
 
 
 @pytest.mark.parametrize(("label", "mode"), RUNS, ids=[f"{label}-{mode.value}" for label, mode in RUNS])
@@ -46,14 +59,17 @@ def test_operation(
     operation = api_schema.find_operation_by_label(label)
     assert operation is not None, f"{label} missing from /docs.json"
     excluded = []
-    if operation.path == "/predict_columns":
-        # JSON Schema cannot say "the three columns are equally long", so schema-valid
-        # bodies with unequal columns are rightly refused with 400.
+    if operation.path == "/predict_columns" or operation.path.endswith("/infer"):
+        # JSON Schema cannot say "the three columns (tensors) are equally long" or "one
+        # tensor per feature", so some schema-valid bodies are rightly refused with 400.
         excluded.append(positive_data_acceptance)
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
-        max_examples=EXAMPLES[mode], deadline=None, suppress_health_check=list(HealthCheck), database=None
+        max_examples=SMALL.get(label, EXAMPLES[mode]),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
     )
     def run(case: schemathesis.Case) -> None:
         CASES[label] = CASES.get(label, 0) + 1
@@ -64,6 +80,6 @@ def test_operation(
 
 def test_at_least_1000_cases_ran() -> None:
     print("schemathesis cases per operation:", CASES)
-    if set(CASES) != set(POST + GET):
+    if set(CASES) != set(POST + GET + V2_GET):
         pytest.skip("only some operations were selected in this run")
     assert sum(CASES.values()) >= 1000

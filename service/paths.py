@@ -1,0 +1,20 @@
+"""Which routes are which: the one definition the guards and the OpenAPI patch share."""
+
+from __future__ import annotations
+
+JSON_API_PATHS = frozenset({"/predict", "/predict_columns"})
+"""BentoML API routes: JSON bodies only (see ``middleware.JsonOnly``)."""
+
+PROTECTED_PATHS = JSON_API_PATHS | {"/metadata"}
+PROTECTED_PREFIXES = ("/v2/models/",)
+"""With a token configured these need it; probes (/livez, /readyz, /v2/health/*), /metrics,
+the server metadata (/v2) and the API document stay open."""
+
+
+def is_protected(path: str) -> bool:
+    return path in PROTECTED_PATHS or path.startswith(PROTECTED_PREFIXES)
+
+
+def is_v2(path: str) -> bool:
+    """Open Inference Protocol routes answer errors as ``{"error": message}``."""
+    return path == "/v2" or path.startswith("/v2/")

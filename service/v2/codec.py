@@ -1,0 +1,391 @@
+"""Open Inference Protocol bodies ↔ the model's row matrices: pure functions, no server.
+
+Request bodies are JSON, or JSON followed by raw tensor bytes (Triton's binary tensor
+extension: ``Inference-Header-Content-Length`` gives the JSON's length). Small JSON is
+parsed with orjson into plain Python objects. Large JSON (bulk tensors) is parsed with
+simdjson, whose ``as_buffer`` turns a number array into a float64 buffer without a Python
+object per element (100,000 rows decode about 3x faster than with orjson) and refuses any
+element that is not a number; its lazy objects cost more per field than orjson's dicts,
+so small bodies, where the fields dominate, do not use it.
+
+Every problem raises ``V2Error`` with one message naming the tensor and, where it
+applies, the element index; the routes answer it as ``{"error": message}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import simdjson
+
+from contract import FEATURE_NAMES, FEATURES, TARGET_NAMES, Column
+
+DTYPES: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+}
+FEATURE_BY_NAME: dict[str, Column] = {c.name: c for c in FEATURES}
+HEADER_LENGTH = "inference-header-content-length"
+
+
+class V2Error(Exception):
+    """A request the protocol refuses; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded request: the rows (float32 N×3, ``contract.FEATURES`` order) and what to return."""
+
+    id: str | None
+    rows: np.ndarray
+    outputs: tuple[RequestedOutput, ...]
+
+
+# -- the body -------------------------------------------------------------------------
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """(JSON header, binary section) of a request body."""
+    if header_length is None:
+        return body, memoryview(b"")
+    text = header_length.strip()
+    if not text.isdigit():
+        raise V2Error(f"Inference-Header-Content-Length must be a byte count, not {header_length!r}")
+    length = int(text)
+    if length > len(body):
+        raise V2Error(f"Inference-Header-Content-Length is {length} but the body has only {len(body)} bytes")
+    return body[:length], memoryview(body)[length:]
+
+
+SIMDJSON_FROM_BYTES = 32 * 1024
+OBJECT_TYPES = (dict, simdjson.Object)
+ARRAY_TYPES = (list, simdjson.Array)
+
+
+_parser = simdjson.Parser()
+
+
+def _simdjson_parse(header: bytes) -> Any:
+    """Parse with the module's parser: reusing its buffers saves a third of a bulk parse.
+
+    A parser cannot be reused while objects of its previous document are alive (a
+    traceback may still hold them): then a fresh one is used.
+    """
+    global _parser
+    try:
+        return _parser.parse(header)
+    except RuntimeError:
+        _parser = simdjson.Parser()
+        return _parser.parse(header)
+
+
+def _parse_json(header: bytes) -> Any:
+    try:
+        if len(header) >= SIMDJSON_FROM_BYTES:
+            return _simdjson_parse(header)
+        return orjson.loads(header)
+    except (ValueError, UnicodeDecodeError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise V2Error(_explain_bad_json(header, exc)) from None
+
+
+def _explain_bad_json(header: bytes, exc: Exception) -> str:
+    """The message for a body simdjson refused (the error path only: parsed again, slowly).
+
+    Python's json accepts NaN and Infinity literals, which are not JSON: when it can read
+    the body, the message names the tensor and element holding the non-finite number.
+    """
+    if not header.strip():
+        return "the request body is empty; send an inference request object"
+    try:
+        document = json.loads(header)
+    except (ValueError, RecursionError) as error:
+        return f"the request body is not valid JSON: {error}"
+    inputs = document.get("inputs") if isinstance(document, dict) else None
+    for tensor in inputs if isinstance(inputs, list) else []:
+        data = tensor.get("data") if isinstance(tensor, dict) else None
+        flat = _flatten(data) if isinstance(data, list) else []
+        for index, value in enumerate(flat):
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"input {tensor.get('name')!r}: element {index} is {value}, not a finite number"
+    return f"the request body is not valid JSON ({exc})"
+
+
+# -- fields of the JSON header ----------------------------------------------------------
+
+
+def _object(value: Any, field: str, owner: str = "") -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, OBJECT_TYPES):
+        raise V2Error(f"{owner}{field} must be a JSON object")
+    return value
+
+
+def _bool(value: Any, field: str, owner: str = "") -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise V2Error(f"{owner}{field} must be true or false, not {value!r}")
+    return value
+
+
+def _string(value: Any, field: str, owner: str = "") -> str:
+    if not isinstance(value, str):
+        raise V2Error(f"{owner}{field} " + ("must be a string" if value is not None else "is missing"))
+    return value
+
+
+def _array(value: Any, field: str, owner: str = "") -> Any:
+    if not isinstance(value, ARRAY_TYPES):
+        raise V2Error(f"{owner}{field} " + ("must be a JSON array" if value is not None else "is missing"))
+    return value
+
+
+def _rows_of(shape: Any, name: str) -> int:
+    dims = _as_list(_array(shape, "shape", f"input {name!r}: ") if type(shape) is not list else shape)
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+        raise V2Error(f"input {name!r}: shape {dims} must hold integers")
+    if len(dims) not in (1, 2) or (len(dims) == 2 and dims[1] != 1):
+        raise V2Error(f"input {name!r}: shape {dims} is not supported; send [N] or [N, 1]")
+    if dims[0] < 1:
+        raise V2Error(f"input {name!r} is empty (shape {dims}); send at least one row")
+    return int(dims[0])
+
+
+def _as_list(array: Any) -> list[Any]:
+    return array if isinstance(array, list) else array.as_list()
+
+
+def _json_data(data: Any, name: str) -> np.ndarray:
+    """A JSON number array (flat or nested) → float64 values; anything else is refused."""
+    array = data if type(data) is list else _array(data, "data", f"input {name!r}: ")
+    if isinstance(array, simdjson.Array):
+        try:
+            return np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64)
+        except (TypeError, ValueError):
+            flat = _flatten(array.as_list())
+    else:
+        flat = _flatten(array)
+        if all(type(v) is float or type(v) is int for v in flat):  # bool is not a number here
+            return np.array(flat, dtype=np.float64)
+    index, value = next((i, v) for i, v in enumerate(flat) if type(v) not in (int, float))
+    raise V2Error(f"input {name!r}: element {index} is {value!r}, not a number")
+
+
+def _flatten(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for value in values:
+        out.extend(_flatten(value) if isinstance(value, list) else [value])
+    return out
+
+
+MINIMA = np.array([-np.inf if c.minimum is None else c.minimum for c in FEATURES])
+MAXIMA = np.array([np.inf if c.maximum is None else c.maximum for c in FEATURES])
+
+
+def _check_rows(rows: np.ndarray, columns: dict[str, np.ndarray], datatypes: dict[str, str]) -> None:
+    """Every value finite and within its feature's physical bounds (as /predict), integral
+    for integer datatypes sent as JSON. One vectorized pass over the whole matrix; a column
+    is searched for the offending element only when that pass fails."""
+    integral_needed = [
+        n for n, t in datatypes.items() if t.startswith("INT") and columns[n].dtype.kind == "f"
+    ]
+    # NaN fails both comparisons, so non-finite values take the slow path too
+    if np.all(rows.min(axis=0) >= MINIMA) and np.all(rows.max(axis=0) <= MAXIMA) and not integral_needed:
+        return
+    for column in FEATURES:
+        _check_column(columns[column.name], column, datatypes[column.name])
+
+
+def _check_column(values: np.ndarray, column: Column, datatype: str) -> None:
+    unit = column.unit
+    problems: list[tuple[np.ndarray, str, str]] = [(~np.isfinite(values), "not a finite number", "")]
+    if datatype.startswith("INT") and values.dtype.kind == "f":
+        problems.append((values != np.trunc(values), f"not an integer ({datatype})", ""))
+    if column.minimum is not None:
+        problems.append((values < column.minimum, f"below the minimum {column.minimum:g} {unit}", unit))
+    if column.maximum is not None:
+        problems.append((values > column.maximum, f"above the maximum {column.maximum:g} {unit}", unit))
+    for mask, what, shown_unit in problems:
+        if mask.any():
+            bad = np.flatnonzero(mask)
+            more = f" ({bad.size - 1} more elements like it)" if bad.size > 1 else ""
+            value = f"{float(values[bad[0]]):g} {shown_unit}".strip()
+            raise V2Error(f"input {column.name!r}: element {int(bad[0])} is {value}, {what}{more}")
+
+
+# -- the request ------------------------------------------------------------------------
+
+
+def decode_request(body: bytes, header_length: str | None, max_rows: int) -> InferRequest:
+    """An infer request body → its rows and requested outputs, or ``V2Error``."""
+    header, binary = split_body(body, header_length)
+    document = _parse_json(header)
+    if not isinstance(document, OBJECT_TYPES):
+        raise V2Error("the request must be a JSON object with an 'inputs' array")
+    request_id = document.get("id")
+    if request_id is not None:
+        request_id = _string(request_id, "id")
+    parameters = _object(document.get("parameters"), "parameters")
+    binary_output = bool(_bool(parameters.get("binary_data_output"), "parameters.binary_data_output"))
+
+    columns: dict[str, np.ndarray] = {}
+    datatypes: dict[str, str] = {}
+    offset = 0
+    for i, tensor in enumerate(_array(document.get("inputs"), "inputs")):
+        if not isinstance(tensor, OBJECT_TYPES):
+            raise V2Error(f"inputs[{i}] must be a JSON object")
+        name = _string(tensor.get("name"), "name", f"inputs[{i}].")
+        if name not in FEATURE_BY_NAME:
+            raise V2Error(f"unknown input {name!r}; the model's inputs are {', '.join(FEATURE_BY_NAME)}")
+        if name in columns:
+            raise V2Error(f"input {name!r} appears twice")
+        datatype = tensor.get("datatype")
+        if type(datatype) is not str:
+            _string(datatype, "datatype", f"input {name!r}: ")
+        if datatype not in DTYPES:
+            raise V2Error(
+                f"input {name!r}: datatype {datatype!r} is not supported; "
+                "send FP32 (FP64, INT32 and INT64 are converted)"
+            )
+        rows = _rows_of(tensor.get("shape"), name)
+        if rows > max_rows:
+            raise V2Error(f"input {name!r} has {rows} rows; at most {max_rows} rows per request")
+        tensor_parameters = tensor.get("parameters")
+        size = (
+            None
+            if tensor_parameters is None
+            else _object(tensor_parameters, "parameters", f"input {name!r}: ").get("binary_data_size")
+        )
+        if size is None:
+            values = _json_data(tensor.get("data"), name)
+        else:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise V2Error(f"input {name!r}: binary_data_size must be a byte count, not {size!r}")
+            if tensor.get("data") is not None:
+                raise V2Error(f"input {name!r} has both data and binary_data_size; send one")
+            values = _binary_data(binary, offset, size, rows, name, datatype)
+            offset += size
+        if values.size != rows:
+            raise V2Error(f"input {name!r}: shape says {rows} rows but data holds {values.size} elements")
+        columns[name] = values
+        datatypes[name] = datatype
+    if offset != len(binary):
+        raise V2Error(
+            f"the body has {len(binary)} bytes after the JSON header but the inputs' "
+            f"binary_data_size add up to {offset}"
+        )
+    return InferRequest(
+        request_id, _to_rows(columns, datatypes), _requested_outputs(document.get("outputs"), binary_output)
+    )
+
+
+def _binary_data(
+    binary: memoryview, offset: int, size: int, rows: int, name: str, datatype: str
+) -> np.ndarray:
+    dtype = DTYPES[datatype]
+    if size != rows * dtype.itemsize:
+        raise V2Error(
+            f"input {name!r}: binary_data_size is {size} bytes but {rows} {datatype} elements "
+            f"take {rows * dtype.itemsize}"
+        )
+    if offset + size > len(binary):
+        raise V2Error(
+            f"input {name!r}: its binary data ends at byte {offset + size} after the header, "
+            f"but only {len(binary)} bytes follow it"
+        )
+    return np.frombuffer(binary, dtype=dtype, count=rows, offset=offset)
+
+
+def _to_rows(columns: dict[str, np.ndarray], datatypes: dict[str, str]) -> np.ndarray:
+    """The checked float32 n×3 matrix (checked in the inputs' own precision, then converted)."""
+    missing = [name for name in FEATURE_BY_NAME if name not in columns]
+    if missing:
+        raise V2Error(f"missing input(s) {', '.join(map(repr, missing))}")
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+        raise V2Error(f"inputs differ in rows: {shown}")
+    all_fp32 = all(values.dtype == np.float32 for values in columns.values())
+    rows = np.empty((lengths[FEATURE_NAMES[0]], len(FEATURE_NAMES)), np.float32 if all_fp32 else np.float64)
+    for j, name in enumerate(FEATURE_NAMES):
+        rows[:, j] = columns[name]
+    _check_rows(rows, columns, datatypes)
+    return rows if all_fp32 else rows.astype(np.float32)
+
+
+ALL_OUTPUTS = {flag: tuple(RequestedOutput(name, flag) for name in TARGET_NAMES) for flag in (False, True)}
+
+
+def _requested_outputs(outputs: Any, binary_default: bool) -> tuple[RequestedOutput, ...]:
+    if outputs is None:
+        return ALL_OUTPUTS[binary_default]
+    chosen: dict[str, RequestedOutput] = {}
+    for i, output in enumerate(_array(outputs, "outputs")):
+        if not isinstance(output, OBJECT_TYPES):
+            raise V2Error(f"outputs[{i}] must be a JSON object")
+        name = _string(output.get("name"), f"outputs[{i}].name")
+        if name not in TARGET_NAMES:
+            raise V2Error(f"unknown output {name!r}; the model's outputs are {', '.join(TARGET_NAMES)}")
+        if name in chosen:
+            raise V2Error(f"output {name!r} is requested twice")
+        flag = _bool(
+            _object(output.get("parameters"), "parameters", f"output {name!r}: ").get("binary_data"),
+            "parameters.binary_data",
+            f"output {name!r}: ",
+        )
+        chosen[name] = RequestedOutput(name, binary_default if flag is None else flag)
+    if not chosen:
+        raise V2Error("outputs is empty; omit it to get every output")
+    return tuple(chosen.values())
+
+
+# -- the response -----------------------------------------------------------------------
+
+
+def encode_response(
+    request: InferRequest, outputs: np.ndarray, model_name: str, model_version: str
+) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) for the model's n×2 outputs: JSON, or JSON + binary when asked for.
+
+    orjson writes float32 arrays in their shortest exact form straight from numpy.
+    """
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for output in request.outputs:
+        column = np.ascontiguousarray(outputs[:, TARGET_NAMES.index(output.name)], dtype="<f4")
+        tensor: dict[str, Any] = {"name": output.name, "datatype": "FP32", "shape": [len(column)]}
+        if output.binary:
+            tensor["parameters"] = {"binary_data_size": column.nbytes}
+            blobs.append(column.tobytes())
+        else:
+            tensor["data"] = column
+        tensors.append(tensor)
+    document: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request.id is not None:
+        document["id"] = request.id
+    document["outputs"] = tensors
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return header, {"content-type": "application/json"}
+    return header + b"".join(blobs), {
+        "content-type": "application/octet-stream",
+        HEADER_LENGTH: str(len(header)),
+    }

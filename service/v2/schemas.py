@@ -1,0 +1,179 @@
+"""The Open Inference Protocol's JSON objects for this model, as pydantic models.
+
+They document the V2 routes in ``/docs.json`` (the request body is decoded by
+``service.v2.codec``, which must accept exactly what is documented here: a test holds the
+two together). Names and shapes follow the protocol's REST specification.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contract import FEATURES, TARGETS
+
+DATATYPE_NAMES = ("FP32", "FP64", "INT32", "INT64")
+"""Input datatypes accepted (converted to FP32); outputs are always FP32."""
+
+FeatureName = Literal["temperature", "rainfall", "humidity"]
+TargetName = Literal["apples", "oranges"]
+Datatype = Literal["FP32", "FP64", "INT32", "INT64"]
+
+EXAMPLE_REQUEST: dict[str, Any] = {
+    "id": "region-42",
+    "inputs": [
+        {"name": "temperature", "shape": [2], "datatype": "FP32", "data": [73.0, 91.0]},
+        {"name": "rainfall", "shape": [2], "datatype": "FP32", "data": [67.0, 88.0]},
+        {"name": "humidity", "shape": [2], "datatype": "FP32", "data": [43.0, 64.0]},
+    ],
+    "outputs": [{"name": "apples"}, {"name": "oranges"}],
+}
+
+
+class TensorMetadata(BaseModel):
+    """Name, datatype and shape of one input or output tensor (-1: any number of rows)."""
+
+    name: str = Field(description="Tensor name", json_schema_extra={"example": "temperature"})
+    datatype: str = Field(description="Element datatype", json_schema_extra={"example": "FP32"})
+    shape: list[int] = Field(
+        description="Shape; -1 is a variable dimension", json_schema_extra={"example": [-1]}
+    )
+
+
+class ServerMetadata(BaseModel):
+    """``GET /v2``: what this server is and which protocol extensions it supports."""
+
+    name: str = Field(description="Server name", json_schema_extra={"example": "crop-yield-service"})
+    version: str = Field(description="Server (service) version", json_schema_extra={"example": "0.1.0"})
+    extensions: list[str] = Field(
+        description="Supported protocol extensions", json_schema_extra={"example": ["binary_tensor_data"]}
+    )
+
+
+class ServerLive(BaseModel):
+    live: bool = Field(description="The server process answers requests")
+
+
+class ServerReady(BaseModel):
+    ready: bool = Field(description="The model is loaded, warmed up and accepting inference requests")
+
+
+class ModelReady(BaseModel):
+    name: str = Field(description="Model name", json_schema_extra={"example": "crop_yield"})
+    ready: bool = Field(description="The model accepts inference requests")
+
+
+class ModelMetadata(BaseModel):
+    """``GET /v2/models/{model_name}``: the served model's signature."""
+
+    name: str = Field(description="Model name (the model-store entry's name)")
+    versions: list[str] = Field(description="The model-store version being served (one)")
+    platform: str = Field(description="Framework the model runs on")
+    inputs: list[TensorMetadata] = Field(description="One FP32 tensor of shape [N] per feature")
+    outputs: list[TensorMetadata] = Field(description="One FP32 tensor of shape [N] per target")
+
+
+_FEATURE_LIST = ", ".join(f"{c.name} ({c.unit}, {c.minimum:g} to {c.maximum:g})" for c in FEATURES)
+_TARGET_LIST = ", ".join(f"{c.name} ({c.unit})" for c in TARGETS)
+
+
+class InputParameters(BaseModel):
+    binary_data_size: int | None = Field(
+        None,
+        ge=0,
+        description="Binary tensor extension: the tensor's bytes follow the JSON header "
+        "(little-endian, row-major); give the header's length in Inference-Header-Content-Length",
+    )
+
+
+class RequestInput(BaseModel):
+    """One input tensor: all rows of one feature."""
+
+    name: FeatureName = Field(description=f"Feature: {_FEATURE_LIST}")
+    shape: list[int] = Field(
+        min_length=1,
+        max_length=2,
+        description="[N] or [N, 1]: N rows, the same N for every input",
+        json_schema_extra={"items": {"type": "integer", "minimum": 1}, "example": [2]},
+    )
+    datatype: Datatype = Field(description="FP32; FP64, INT32 and INT64 are converted to FP32")
+    data: list[float] | list[list[float]] | None = Field(
+        None,
+        description="N finite numbers, flat or nested row-major; omit when sent as binary data",
+        json_schema_extra={"example": [73.0, 91.0]},
+    )
+    parameters: InputParameters | None = None
+
+
+class OutputParameters(BaseModel):
+    binary_data: bool | None = Field(None, description="Return this output as binary data")
+
+
+class RequestOutput(BaseModel):
+    name: TargetName = Field(description=f"Target: {_TARGET_LIST}")
+    parameters: OutputParameters | None = None
+
+
+class RequestParameters(BaseModel):
+    binary_data_output: bool | None = Field(
+        None, description="Return every output as binary data unless the output says otherwise"
+    )
+
+
+class InferenceRequest(BaseModel):
+    """``POST /v2/models/{model_name}/infer``: one tensor per feature, N rows each."""
+
+    model_config = ConfigDict(json_schema_extra={"example": EXAMPLE_REQUEST})
+
+    id: str | None = Field(None, description="Echoed in the response")
+    parameters: RequestParameters | None = None
+    inputs: list[RequestInput] = Field(
+        min_length=3, max_length=3, description="temperature, rainfall and humidity, in any order"
+    )
+    outputs: list[RequestOutput] | None = Field(
+        None, description="Outputs to return (default: apples and oranges)"
+    )
+
+
+class OutputTensorParameters(BaseModel):
+    binary_data_size: int | None = Field(None, description="Bytes of this output after the JSON header")
+
+
+class ResponseOutput(BaseModel):
+    """One output tensor: all rows of one target, in t/ha."""
+
+    name: TargetName
+    datatype: Literal["FP32"]
+    shape: list[int] = Field(description="[N]")
+    data: list[float] | None = Field(None, description="Predicted yields in t/ha (absent when binary)")
+    parameters: OutputTensorParameters | None = None
+
+
+class InferenceResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "model_name": "crop_yield",
+                "model_version": "43mb76hhhgdsqax4",
+                "id": "region-42",
+                "outputs": [
+                    {"name": "apples", "datatype": "FP32", "shape": [2], "data": [56.83, 80.66]},
+                    {"name": "oranges", "datatype": "FP32", "shape": [2], "data": [70.36, 101.48]},
+                ],
+            }
+        }
+    )
+
+    model_name: str
+    model_version: str
+    id: str | None = Field(None, description="The request's id, when it had one")
+    outputs: list[ResponseOutput]
+
+
+class V2Error(BaseModel):
+    """Every V2 error: one message naming the tensor and, where it applies, the element."""
+
+    error: str = Field(
+        json_schema_extra={"example": "input 'rainfall': element 1 is -3 mm, below the minimum 0 mm"}
+    )
