@@ -7,7 +7,12 @@ and 100-row ``POST /predict``, then one 100,000-row bulk request (median of 5). 
 time (process start to ``/readyz`` 200) and worker resident memory are measured for the
 service with batching on and off. Targets (issue 3): single-row throughput >= 0.5x the
 baseline's, p99 at 32 connections <= 3x the baseline's with no non-2xx, bulk >= 2,000,000
-rows/s, ready in < 10 s, worker RSS < 500 MB. Compare ratios: absolute numbers drift.
+rows/s, ready in < 10 s, worker RSS < 500 MB.
+
+The Open Inference Protocol (issue 8), on the same service processes: single-row V2 JSON
+infer under the same wrk load (target: at least /predict's rate), and 100,000 rows as V2
+JSON (target >= 3,000,000 rows/s) and as binary tensors (target >= 3x /predict_columns).
+Compare ratios: absolute numbers drift.
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 SINGLE = {"inputs": [{"temperature": 73.0, "rainfall": 67.0, "humidity": 43.0}]}
+FEATURES = ("temperature", "rainfall", "humidity")
+V2_SINGLE = {
+    "inputs": [
+        {"name": name, "shape": [1], "datatype": "FP32", "data": [value]}
+        for name, value in SINGLE["inputs"][0].items()
+    ]
+}
+V2_INFER = "/v2/models/crop_yield/infer"
 BULK_ROWS = 100_000
 
 
@@ -112,8 +125,8 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def run_wrk(url: str, script: Path, connections: int, duration: int) -> WrkResult:
-    base = ["wrk", "-t1", f"-c{connections}", "-s", str(script), f"{url}/predict"]
+def run_wrk(url: str, script: Path, connections: int, duration: int, path: str = "/predict") -> WrkResult:
+    base = ["wrk", "-t1", f"-c{connections}", "-s", str(script), f"{url}{path}"]
     subprocess.run([*base[:3], "-d3s", *base[3:]], capture_output=True, check=True)  # warm-up
     out = subprocess.run(
         [*base[:3], f"-d{duration}s", "--latency", *base[3:]], capture_output=True, text=True, check=True
@@ -122,26 +135,57 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> WrkResul
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return WrkResult(
         rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        p50_ms=_ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        p99_ms=_ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        p50_ms=_ms(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)),  # type: ignore[union-attr]
+        p99_ms=_ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)),  # type: ignore[union-attr]
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         errors=sum(int(g) for g in errors.groups()) if errors else 0,
     )
 
 
-def bulk_rows_per_s(url: str) -> float:
+def bulk_bodies() -> dict[str, tuple[str, bytes, dict[str, str]]]:
+    """100,000 rows as a /predict_columns body, a V2 JSON body and a V2 binary-tensor body."""
     rng = np.random.default_rng(0)
     x = rng.uniform([50, 20, 20], [110, 150, 90], size=(BULK_ROWS, 3)).round(2)
-    body = json.dumps(
-        {"temperature": x[:, 0].tolist(), "rainfall": x[:, 1].tolist(), "humidity": x[:, 2].tolist()}
-    )
+    columns = {name: x[:, j].tolist() for j, name in enumerate(FEATURES)}
+    v2_json = {
+        "inputs": [
+            {"name": name, "shape": [BULK_ROWS], "datatype": "FP32", "data": values}
+            for name, values in columns.items()
+        ]
+    }
+    tensors = [np.ascontiguousarray(x[:, j], dtype="<f4") for j in range(3)]
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": n,
+                    "shape": [BULK_ROWS],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": t.nbytes},
+                }
+                for n, t in zip(FEATURES, tensors, strict=True)
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    json_type = {"content-type": "application/json"}
+    return {
+        "columns": ("/predict_columns", json.dumps(columns).encode(), json_type),
+        "v2_json": (V2_INFER, json.dumps(v2_json).encode(), json_type),
+        "v2_binary": (
+            V2_INFER,
+            header + b"".join(t.tobytes() for t in tensors),
+            {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))},
+        ),
+    }
+
+
+def bulk_rows_per_s(url: str, path: str, body: bytes, headers: dict[str, str]) -> float:
     times = []
     with httpx.Client(timeout=60) as client:
         for _ in range(6):
             start = time.perf_counter()
-            response = client.post(
-                f"{url}/predict_columns", content=body, headers={"content-type": "application/json"}
-            )
+            response = client.post(f"{url}{path}", content=body, headers=headers)
             response.read()
             times.append(time.perf_counter() - start)
             if response.status_code != 200:
@@ -165,6 +209,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "training", "--quiet"], cwd=ROOT, env=env, check=True)
         single = wrk_script(tmpdir / "single.lua", SINGLE)
         hundred = wrk_script(tmpdir / "hundred.lua", {"inputs": SINGLE["inputs"] * 100})
+        v2_single = wrk_script(tmpdir / "v2_single.lua", V2_SINGLE)
+        bodies = bulk_bodies()
 
         port = free_port()
         candidates = [
@@ -191,13 +237,19 @@ def main() -> None:
             ("service, batching off", [sys.executable, "-m", "service"], {"CROP_YIELD_BATCHING": "false"}),
         ]
         rows = []
-        for name, command, extra in candidates:
+        v2_rows = []
+        for index, (name, command, extra) in enumerate(candidates):
             server_env = {**env, **extra, "CROP_YIELD_PORT": str(port), "CROP_YIELD_HOST": "127.0.0.1"}
             server = start(name, command, server_env, port)
             try:
                 one = run_wrk(server.url, single, args.connections, args.duration)
                 many = run_wrk(server.url, hundred, args.connections, args.duration)
-                bulk = bulk_rows_per_s(server.url)
+                bulk = bulk_rows_per_s(server.url, *bodies["columns"])
+                if index > 0:  # the service (the baseline has no V2 routes)
+                    v2_one = run_wrk(server.url, v2_single, args.connections, args.duration, V2_INFER)
+                    v2_json = bulk_rows_per_s(server.url, *bodies["v2_json"])
+                    v2_binary = bulk_rows_per_s(server.url, *bodies["v2_binary"])
+                    v2_rows.append((name, one, v2_one, bulk, v2_json, v2_binary))
                 rss = worker_rss_mb(server.process)
             finally:
                 stop(server.process)
@@ -218,6 +270,18 @@ def main() -> None:
             f"| {one.p50_ms:.2f} ms | {one.p99_ms:.2f} ms | {one.p99_ms / base[3].p99_ms:.2f}x "
             f"| {one.non_2xx + many.non_2xx + one.errors + many.errors} "
             f"| {many.rps * 100:,.0f} | {many.rps / base[4].rps:.2f}x | {bulk:,.0f} |"
+        )
+    print("\nOpen Inference Protocol, same processes (ratios against the same server's /predict routes)\n")
+    print(
+        "| server | /predict 1-row req/s | V2 JSON 1-row req/s | V2/predict | V2 p99 | V2 non-2xx "
+        "| 100k /predict_columns rows/s | 100k V2 JSON rows/s | 100k V2 binary rows/s | binary/columns |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, one, v2_one, columns, v2_json, v2_binary in v2_rows:
+        print(
+            f"| {name} | {one.rps:,.0f} | {v2_one.rps:,.0f} | {v2_one.rps / one.rps:.2f}x "
+            f"| {v2_one.p99_ms:.2f} ms | {v2_one.non_2xx + v2_one.errors} | {columns:,.0f} | {v2_json:,.0f} "
+            f"| {v2_binary:,.0f} | {v2_binary / columns:.2f}x |"
         )
 
 

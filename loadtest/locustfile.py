@@ -3,7 +3,7 @@
     locust -f loadtest/locustfile.py --headless --host http://localhost:3000 \
         -u 50 -r 10 -t 2m --html reports/loadtest/report.html --csv reports/loadtest/stats
 
-(`make loadtest` runs exactly this.) Users mix single-row /predict calls, small batches and
+(`make loadtest` runs exactly this.) Users mix single-row /predict calls, small batches, V2 infer calls and
 occasional bulk /predict_columns calls with random but realistic inputs, and check every
 response body. At the end the run fails (exit code 1) when the failure ratio or the p95 /
 p99 response times exceed the thresholds below (command-line options or LOCUST_* variables).
@@ -146,3 +146,33 @@ class PredictionClient(FastHttpUser):
                 response.failure("apples and oranges differ in length")
                 return
             self._check_rows(response, body, predictions, n)
+
+    @task(3)
+    def v2_infer(self) -> None:
+        """A V2 client (tritonclient, a KServe graph): JSON tensors, 1 to 20 rows."""
+        n = random.randint(1, 20)
+        rows = [random_row() for _ in range(n)]
+        payload = {
+            "inputs": [
+                {"name": name, "shape": [n], "datatype": "FP32", "data": [r[name] for r in rows]}
+                for name in RANGES
+            ]
+        }
+        with self.client.post(
+            "/v2/models/crop_yield/infer",
+            json=payload,
+            headers=self.headers,
+            name="/v2/models/crop_yield/infer [1-20 rows]",
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"status {response.status_code}: {response.text[:200]}")
+                return
+            body = response.json()
+            outputs = {o["name"]: o["data"] for o in body.get("outputs", [])}
+            tagged = {"model": f"{body.get('model_name')}:{body.get('model_version')}"}
+            predictions = [
+                {"apples": a, "oranges": o}
+                for a, o in zip(outputs.get("apples", []), outputs.get("oranges", []), strict=False)
+            ]
+            self._check_rows(response, tagged, predictions, n)

@@ -20,8 +20,12 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the model runs; auto = CUDA when available"
     )
-    max_rows_per_request: int = Field(10_000, ge=1, description="Most rows in one POST /predict")
-    max_bulk_rows: int = Field(1_000_000, ge=1, description="Most rows in one POST /predict_columns")
+    max_rows_per_request: int = Field(
+        10_000, ge=1, description="Most rows in one POST /predict (and in a batched V2 infer call)"
+    )
+    max_bulk_rows: int = Field(
+        1_000_000, ge=1, description="Most rows in one POST /predict_columns or V2 infer call"
+    )
     batching: bool = Field(True, description="Merge rows of concurrent /predict calls into one model call")
     max_batch_size: int = Field(10_000, ge=2, description="Most rows in one merged model call")
     max_latency_ms: int = Field(1_000, ge=1, description="Longest a row may wait in the batching queue")
@@ -35,7 +39,9 @@ class Settings(BaseSettings):
     )
     max_concurrency: int = Field(256, ge=1, description="Requests in progress at once; more get 429")
     auth_token: SecretStr | None = Field(
-        None, description="Bearer token required on /predict* and /metadata; unset = no authentication"
+        None,
+        description="Bearer token required on /predict*, /metadata and /v2/models/*; "
+        "unset = no authentication",
     )
     host: str = Field("0.0.0.0", description="Address to listen on")
     port: int = Field(3000, ge=1, le=65535, description="Port to listen on")

@@ -1,5 +1,6 @@
-"""`podman kube play` of the rendered Deployment: its pod starts with the manifest's
-security context and read-only root, and serves /predict."""
+"""`podman kube play` of the rendered Deployment (its pod starts with the manifest's security
+context and read-only root, and serves /predict) and of the KServe InferenceService's
+predictor as a Pod (its V2 probes answer and it serves V2 inference)."""
 
 from __future__ import annotations
 
@@ -67,5 +68,63 @@ def test_kube_play_runs_the_deployment(image: str, tmp_path: Path) -> None:
         assert set(info["EffectiveCaps"] or []) == set()
         assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
         assert podman("exec", name, "touch", "/tmp/writable").returncode == 0
+    finally:
+        podman("kube", "down", str(manifest), check=False)
+
+
+def local_kserve_pod(image: str, port: int) -> dict[str, Any]:
+    """The KServe predictor of the rendered InferenceService, as the Pod KServe would create."""
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(REPO_ROOT / "deploy" / "kubernetes" / "kserve" / "cpu")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (isvc,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "InferenceService"]
+    spec = {k: v for k, v in isvc["spec"]["predictor"].items() if k not in ("minReplicas", "maxReplicas")}
+    (container,) = spec["containers"]
+    container["image"] = image
+    container["imagePullPolicy"] = "Never"
+    container["ports"][0].update(hostPort=port, hostIP="127.0.0.1")
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "crop-yield-predictor",
+            "labels": {"app.kubernetes.io/name": "crop-yield-kserve"},
+        },
+        "spec": spec,
+    }
+
+
+def test_kube_play_runs_the_kserve_predictor(image: str, tmp_path: Path) -> None:
+    port = free_port()
+    manifest = tmp_path / "predictor.yaml"
+    manifest.write_text(yaml.safe_dump(local_kserve_pod(image, port)))
+    podman("kube", "down", str(manifest), check=False)
+    played = podman("kube", "play", str(manifest), check=False, timeout=180)
+    assert played.returncode == 0, played.stdout + played.stderr
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("predictor not ready: " + podman("pod", "ps", check=False).stdout)
+        assert httpx.get(f"{url}/v2/health/live").json() == {"live": True}
+        body = {
+            "inputs": [
+                {"name": name, "shape": [1], "datatype": "FP32", "data": [value]}
+                for name, value in (("temperature", 75), ("rainfall", 63), ("humidity", 44))
+            ]
+        }
+        response = httpx.post(f"{url}/v2/models/crop_yield/infer", json=body)
+        assert response.status_code == 200, response.text
+        apples = next(o for o in response.json()["outputs"] if o["name"] == "apples")
+        assert apples["data"][0] == pytest.approx(53.80, abs=0.05)
     finally:
         podman("kube", "down", str(manifest), check=False)

@@ -64,12 +64,26 @@ def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: f
     raise RuntimeError(f"server not ready after {timeout} s:\n{log.read_text()}")
 
 
+def serving_home(store: Path, where: Path) -> Path:
+    """A BentoML home of its own for one server, whose models are ``store``'s (a symlink).
+
+    ``bentoml serve`` empties ``$BENTOML_HOME/prometheus_multiproc_dir`` when it starts, so
+    servers sharing a home would erase each other's metrics.
+    """
+    home = where / "bentoml-home"
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "models").exists():
+        (home / "models").symlink_to(store / "models", target_is_directory=True)
+    return home
+
+
 def start_service(home: Path, log: Path, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
-    """``python -m service`` with CROP_YIELD_* settings; returns once /readyz answers 200."""
+    """``python -m service`` with CROP_YIELD_* settings, serving the models of the store at
+    ``home``; returns once /readyz answers 200."""
     port = free_port()
     env = {
         **os.environ,
-        "BENTOML_HOME": str(home),
+        "BENTOML_HOME": str(serving_home(home, log.parent)),
         "BENTOML_DO_NOT_TRACK": "true",
         "CROP_YIELD_HOST": "127.0.0.1",
         "CROP_YIELD_PORT": str(port),

@@ -50,7 +50,12 @@ def test_smoke_20_users_20_seconds_without_failures(server: Server, tmp_path: Pa
     aggregated = rows["Aggregated"]
     assert int(aggregated["Request Count"]) > 100
     assert int(aggregated["Failure Count"]) == 0
-    for name in ("/predict [1 row]", "/predict [2-50 rows]", "/predict_columns [1k-20k rows]"):
+    for name in (
+        "/predict [1 row]",
+        "/predict [2-50 rows]",
+        "/predict_columns [1k-20k rows]",
+        "/v2/models/crop_yield/infer [1-20 rows]",
+    ):
         assert int(rows[name]["Request Count"]) > 0, name
     assert (tmp_path / "report.html").stat().st_size > 10_000
 

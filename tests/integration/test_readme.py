@@ -21,8 +21,8 @@ PYTHON_CLIENTS = [code for lang, code in BLOCKS if lang == "python" and "localho
 
 
 def test_readme_has_the_examples() -> None:
-    assert len(CURL) >= 2
-    assert len(PYTHON_CLIENTS) >= 1
+    assert len(CURL) >= 3
+    assert len(PYTHON_CLIENTS) >= 2  # httpx and tritonclient
 
 
 @pytest.mark.parametrize("snippet", CURL, ids=[f"curl-{i}" for i in range(len(CURL))])
@@ -31,13 +31,18 @@ def test_curl_examples(server: Server, snippet: str) -> None:
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
-    assert body["model"] == server.tag
-    assert "predictions" in body or "apples" in body
+    if "model_name" in body:  # Open Inference Protocol
+        assert f"{body['model_name']}:{body['model_version']}" == server.tag
+        assert [o["name"] for o in body["outputs"]] == ["apples", "oranges"]
+    else:
+        assert body["model"] == server.tag
+        assert "predictions" in body or "apples" in body
 
 
 @pytest.mark.parametrize("snippet", PYTHON_CLIENTS, ids=[f"python-{i}" for i in range(len(PYTHON_CLIENTS))])
 def test_python_client_examples(server: Server, snippet: str) -> None:
-    code = snippet.replace("http://localhost:3000", server.url)
+    host = server.url.removeprefix("http://")
+    code = snippet.replace("http://localhost:3000", server.url).replace("localhost:3000", host)
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
     )

@@ -139,7 +139,10 @@ def test_100000_rows_bulk_both_ways_and_counted(server: Server) -> None:
     )
     assert response.status_code == 200, response.text[:300]
     label = 'crop_yield_rows_predicted_total{endpoint="v2_infer"} '
-    assert _metric(httpx.get(f"{server.url}/metrics").text, label) - _metric(before, label) == 200_000
+    after = httpx.get(f"{server.url}/metrics").text
+    assert _metric(after, label) - _metric(before, label) == 200_000, [
+        line for line in after.splitlines() if "rows_predicted" in line
+    ]
 
 
 def test_too_many_rows(server: Server) -> None:
@@ -310,3 +313,19 @@ def test_concurrent_v2_and_predict_callers_each_get_their_own_rows(server: Serve
     for rows, got in zip(payloads, results, strict=True):
         np.testing.assert_allclose(got, expected(server, rows), atol=1e-3, rtol=0)
     assert _metric(httpx.get(f"{server.url}/metrics").text, calls) - before < len(payloads)
+
+
+def test_openapi_documents_the_v2_routes_for_the_served_model(server: Server) -> None:
+    name, version = model(server)
+    spec = httpx.get(f"{server.url}/docs.json").json()
+    infer = spec["paths"]["/v2/models/{model_name}/versions/{version}/infer"]["post"]
+    parameters = {p["name"]: p["schema"] for p in infer["parameters"] if p["in"] == "path"}
+    assert parameters["model_name"]["enum"] == [name]
+    assert parameters["version"]["enum"] == [version]
+    body = infer["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/InferenceRequest"}
+    assert "InferenceRequest" in spec["components"]["schemas"]
+    error = infer["responses"]["400"]["content"]["application/json"]["schema"]
+    assert error == {"$ref": "#/components/schemas/V2Error"}
+    for path in ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{model_name}/ready"):
+        assert "get" in spec["paths"][path], path
