@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from locust import FastHttpUser, between, events, task
@@ -104,16 +106,23 @@ class PredictionClient(FastHttpUser):
         else:
             response.success()
 
-    def _predict(self, n: int, name: str) -> None:
-        payload = {"inputs": [random_row() for _ in range(n)]}
+    @contextmanager
+    def _post(self, path: str, payload: dict[str, Any], name: str) -> Iterator[tuple[Any, Any]]:
+        """POST with the checks every call shares; yields (response, JSON body or None on error)."""
         with self.client.post(
-            "/predict", json=payload, headers=self.headers, name=name, catch_response=True
+            path, json=payload, headers=self.headers, name=name, catch_response=True
         ) as response:
             if response.status_code != 200:
                 response.failure(f"status {response.status_code}: {response.text[:200]}")
-                return
-            body = response.json()
-            self._check_rows(response, body, body.get("predictions", []), n)
+                yield response, None
+            else:
+                yield response, response.json()
+
+    def _predict(self, n: int, name: str) -> None:
+        payload = {"inputs": [random_row() for _ in range(n)]}
+        with self._post("/predict", payload, name) as (response, body):
+            if body is not None:
+                self._check_rows(response, body, body.get("predictions", []), n)
 
     @task(10)
     def single_row(self) -> None:
@@ -128,23 +137,15 @@ class PredictionClient(FastHttpUser):
         n = random.randint(1_000, 20_000)
         rows = [random_row() for _ in range(n)]
         payload = {name: [r[name] for r in rows] for name in RANGES}
-        with self.client.post(
-            "/predict_columns",
-            json=payload,
-            headers=self.headers,
-            name="/predict_columns [1k-20k rows]",
-            catch_response=True,
-        ) as response:
-            if response.status_code != 200:
-                response.failure(f"status {response.status_code}: {response.text[:200]}")
+        with self._post("/predict_columns", payload, "/predict_columns [1k-20k rows]") as (response, body):
+            if body is None:
                 return
-            body = response.json()
-            predictions = [
-                {"apples": a, "oranges": o} for a, o in zip(body["apples"], body["oranges"], strict=False)
-            ]
             if len(body["apples"]) != len(body["oranges"]):
                 response.failure("apples and oranges differ in length")
                 return
+            predictions = [
+                {"apples": a, "oranges": o} for a, o in zip(body["apples"], body["oranges"], strict=False)
+            ]
             self._check_rows(response, body, predictions, n)
 
     @task(3)
@@ -158,17 +159,10 @@ class PredictionClient(FastHttpUser):
                 for name in RANGES
             ]
         }
-        with self.client.post(
-            "/v2/models/crop_yield/infer",
-            json=payload,
-            headers=self.headers,
-            name="/v2/models/crop_yield/infer [1-20 rows]",
-            catch_response=True,
-        ) as response:
-            if response.status_code != 200:
-                response.failure(f"status {response.status_code}: {response.text[:200]}")
+        path = "/v2/models/crop_yield/infer"
+        with self._post(path, payload, f"{path} [1-20 rows]") as (response, body):
+            if body is None:
                 return
-            body = response.json()
             outputs = {o["name"]: o["data"] for o in body.get("outputs", [])}
             tagged = {"model": f"{body.get('model_name')}:{body.get('model_version')}"}
             predictions = [

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +38,32 @@ def local_deployment(image: str, port: int) -> dict[str, Any]:
     return result
 
 
-def test_kube_play_runs_the_deployment(image: str, tmp_path: Path) -> None:
-    port = free_port()
-    manifest = tmp_path / "deployment.yaml"
-    manifest.write_text(yaml.safe_dump(local_deployment(image, port)))
+@contextmanager
+def played(manifest: Path, document: dict[str, Any], ready_path: str, port: int) -> Iterator[str]:
+    """``podman kube play`` the document; yields the pod's URL once ``ready_path`` answers 200."""
+    manifest.write_text(yaml.safe_dump(document))
     podman("kube", "down", str(manifest), check=False)
-    played = podman("kube", "play", str(manifest), check=False, timeout=180)
-    assert played.returncode == 0, played.stdout + played.stderr
+    result = podman("kube", "play", str(manifest), check=False, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{url}{ready_path}", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
         else:
             pytest.fail("pod not ready: " + podman("pod", "ps", check=False).stdout)
+        yield url
+    finally:
+        podman("kube", "down", str(manifest), check=False)
+
+
+def test_kube_play_runs_the_deployment(image: str, tmp_path: Path) -> None:
+    port = free_port()
+    with played(tmp_path / "deployment.yaml", local_deployment(image, port), "/readyz", port) as url:
         response = httpx.post(
             f"{url}/predict", json={"inputs": [{"temperature": 75, "rainfall": 63, "humidity": 44}]}
         )
@@ -68,8 +78,6 @@ def test_kube_play_runs_the_deployment(image: str, tmp_path: Path) -> None:
         assert set(info["EffectiveCaps"] or []) == set()
         assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
         assert podman("exec", name, "touch", "/tmp/writable").returncode == 0
-    finally:
-        podman("kube", "down", str(manifest), check=False)
 
 
 def local_kserve_pod(image: str, port: int) -> dict[str, Any]:
@@ -99,22 +107,8 @@ def local_kserve_pod(image: str, port: int) -> dict[str, Any]:
 
 def test_kube_play_runs_the_kserve_predictor(image: str, tmp_path: Path) -> None:
     port = free_port()
-    manifest = tmp_path / "predictor.yaml"
-    manifest.write_text(yaml.safe_dump(local_kserve_pod(image, port)))
-    podman("kube", "down", str(manifest), check=False)
-    played = podman("kube", "play", str(manifest), check=False, timeout=180)
-    assert played.returncode == 0, played.stdout + played.stderr
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("predictor not ready: " + podman("pod", "ps", check=False).stdout)
+    pod = local_kserve_pod(image, port)
+    with played(tmp_path / "predictor.yaml", pod, "/v2/health/ready", port) as url:
         assert httpx.get(f"{url}/v2/health/live").json() == {"live": True}
         body = {
             "inputs": [
@@ -126,5 +120,3 @@ def test_kube_play_runs_the_kserve_predictor(image: str, tmp_path: Path) -> None
         assert response.status_code == 200, response.text
         apples = next(o for o in response.json()["outputs"] if o["name"] == "apples")
         assert apples["data"][0] == pytest.approx(53.80, abs=0.05)
-    finally:
-        podman("kube", "down", str(manifest), check=False)
