@@ -1,62 +1,18 @@
-"""ASGI middleware in front of the BentoML app: authentication, body size, media type,
-and the OpenAPI document's corrections.
-
-Each guard answers with a JSON body shaped like BentoML's validation errors
-(``{"error": ..., "detail": [{"type", "loc", "msg"}]}``), so clients handle one format;
-on the Open Inference Protocol's routes, with that protocol's ``{"error": message}``.
+"""ASGI middleware in front of the BentoML app: authentication, media type, unroutable V2
+paths, and the OpenAPI document's corrections (traffic control lives in ``service.traffic``).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
+from service.asgi import ASGIApp, Message, Receive, Scope, Send, header, send_error
 from service.paths import is_v2
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 JSON_TYPES = frozenset({"application/json", ""})
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-async def send_error(
-    send: Send,
-    scope: Scope,
-    status: int,
-    error: str,
-    loc: list[str],
-    msg: str,
-    headers: tuple[tuple[bytes, bytes], ...] = (),
-) -> None:
-    if is_v2(scope["path"]):
-        document: dict[str, Any] = {"error": f"{error}: {msg}"}
-    else:
-        document = {"error": error, "detail": [{"type": error.replace(" ", "_"), "loc": loc, "msg": msg}]}
-    payload = json.dumps(document).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
 
 
 class BearerAuth:
@@ -73,7 +29,7 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.protects(scope["path"]):
-            given = (_header(scope, b"authorization") or "").encode("latin-1")
+            given = (header(scope, b"authorization") or "").encode("latin-1")
             if not hmac.compare_digest(given, self.expected):
                 await send_error(
                     send,
@@ -118,72 +74,18 @@ class JsonOnly:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
-            header = _header(scope, b"content-type") or ""
-            if header.split(";", 1)[0].strip().lower() not in JSON_TYPES:
+            content_type = header(scope, b"content-type") or ""
+            if content_type.split(";", 1)[0].strip().lower() not in JSON_TYPES:
                 await send_error(
                     send,
                     scope,
                     415,
                     "unsupported media type",
                     ["header", "content-type"],
-                    f"send a JSON body with Content-Type: application/json, not {header!r}",
+                    f"send a JSON body with Content-Type: application/json, not {content_type!r}",
                 )
                 return
         await self.app(scope, receive, send)
-
-
-class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, before parsing any of it.
-
-    A declared Content-Length is checked up front; a body without one (chunked) is read
-    here up to the limit and replayed to the app, so an oversized stream is cut off early.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        declared = _header(scope, b"content-length")
-        if declared is not None:
-            if not declared.isdigit() or int(declared) > self.max_bytes:
-                await self._reject(send, scope)
-                return
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self._reject(send, scope)
-                return
-            if not message.get("more_body", False):
-                break
-        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-
-        async def replayed() -> Message:
-            return replay.pop() if replay else await receive()
-
-        await self.app(scope, replayed, send)
-
-    async def _reject(self, send: Send, scope: Scope) -> None:
-        await send_error(
-            send,
-            scope,
-            413,
-            "request too large",
-            ["body"],
-            f"request bodies are limited to {self.max_bytes} bytes (CROP_YIELD_MAX_BODY_BYTES); "
-            "split the rows into several requests",
-        )
 
 
 class PatchedOpenAPI:

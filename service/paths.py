@@ -18,3 +18,11 @@ def is_protected(path: str) -> bool:
 def is_v2(path: str) -> bool:
     """Open Inference Protocol routes answer errors as ``{"error": message}``."""
     return path == "/v2" or path.startswith("/v2/")
+
+
+PROBE_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+"""Probes and the scraper: never refused for load (they take no concurrency slot)."""
+
+
+def is_probe(path: str) -> bool:
+    return path in PROBE_PATHS

@@ -47,6 +47,7 @@ class QuietValidationErrors(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, ValidationError):
             record.levelno, record.levelname = logging.INFO, "INFO"
+            record.status = 400
             record.msg = f"{record.msg}: rejected, {error.error_count()} validation error(s)"
             record.exc_info, record.exc_text = None, None
         return True

@@ -8,6 +8,8 @@ BentoML provides ``/livez``, ``/readyz``, ``/metrics``, ``/docs.json`` and Swagg
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,14 +17,15 @@ from typing import Any
 import bentoml
 import numpy as np
 import torch
-from bentoml.exceptions import NotFound
+from bentoml.exceptions import NotFound, ServiceUnavailable
 from starlette.responses import Response
 
 from contract import FEATURE_NAMES, FEATURES, TARGETS, __version__
-from service import convert, metrics, paths, runtime
+from service import convert, logs, metrics, paths, runtime
+from service.asgi import RETRY_AFTER, error_body
 from service.batching import RowBatcher
 from service.device import resolve_device, wants_gpu
-from service.middleware import BearerAuth, BodySizeLimit, JsonOnly, PatchedOpenAPI, UnroutableV2Paths
+from service.middleware import BearerAuth, JsonOnly, PatchedOpenAPI, UnroutableV2Paths
 from service.model import LinearModel, ModelLoadError, bentoml_home
 from service.mounted_app import app as mounted_app
 from service.openapi import patch_spec
@@ -39,6 +42,7 @@ from service.schemas import (
     predict_request_model,
 )
 from service.settings import get_settings
+from service.traffic import RequestContext, RequestGate
 from service.v2 import routes as v2_routes
 
 settings = get_settings()
@@ -47,6 +51,22 @@ ColumnsRequest = columns_request_model(settings.max_bulk_rows)
 # Tracing stays on the middleware stack in BentoML 1.4; excluding every URL is how it is
 # switched off (a span per request cost a large share of worker CPU).
 TRACING_EXCLUDED = [] if settings.tracing else [".*"]
+TIMEOUT_BACKSTOP_S = 5.0
+# Here too, not only in the worker's start-up hook: BentoML's serving process (which
+# imports this module) then logs in the same format as the workers.
+logs.configure(settings.log_format)
+
+
+log = logging.getLogger("crop_yield.service")
+
+
+def overloaded(path: str, reason: str) -> Response:
+    """503 with Retry-After for rows shed by the batching queue: normal under overload, so
+    one INFO line, not BentoML's generic message with an ERROR traceback."""
+    log.info("answered 503: %s", reason, extra={"status": 503})
+    body = error_body(path, "overloaded", [], f"{reason}; retry after the Retry-After seconds")
+    headers = {k.decode(): v.decode() for k, v in RETRY_AFTER}
+    return Response(body, status_code=503, media_type="application/json", headers=headers)
 
 
 @bentoml.asgi_app(mounted_app, path="/")
@@ -54,7 +74,9 @@ TRACING_EXCLUDED = [] if settings.tracing else [".*"]
 @bentoml.service(
     name="crop_yield",
     workers=settings.workers,
-    traffic={"timeout": settings.request_timeout, "max_concurrency": settings.max_concurrency},
+    # The request timeout and concurrency limit are the service's own (service.traffic);
+    # BentoML's timeout stays only as a backstop behind it, and its limit is left off.
+    traffic={"timeout": settings.request_timeout + TIMEOUT_BACKSTOP_S},
     logging={"access": {"enabled": settings.access_log}},
     tracing={"excluded_urls": TRACING_EXCLUDED},
     resources={"gpu": 1} if wants_gpu(settings.device) else {"cpu": "1"},
@@ -99,6 +121,7 @@ class CropYieldService:
         name, _, version = self.model.tag.partition(":")
         metrics.model_info().labels(model=name, version=version, device=str(self.model.device)).set(1)
         runtime.quiet_validation_errors()
+        logs.configure(settings.log_format)
         runtime.freeze_startup_heap()
         self._gc_task = asyncio.get_running_loop().create_task(runtime.collect_periodically())
         self._ready = True
@@ -135,12 +158,15 @@ class CropYieldService:
         return outputs
 
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
-    async def predict(self, inputs: list[CropConditions]) -> PredictResponse:
+    async def predict(self, inputs: list[CropConditions]) -> PredictResponse | Response:
         """Predict apple and orange yields for each region, in order.
 
         Rows of concurrent calls are merged into one model call (adaptive batching).
         """
-        outputs = await self.predict_rows(convert.rows_to_matrix(inputs), "predict")
+        try:
+            outputs = await self.predict_rows(convert.rows_to_matrix(inputs), "predict")
+        except ServiceUnavailable as exc:
+            return overloaded("/predict", str(exc))
         return PredictResponse.model_construct(
             predictions=convert.matrix_to_predictions(outputs), model=self.model.tag
         )
@@ -183,16 +209,24 @@ class CropYieldService:
         )
 
 
-# Outermost first: authentication, then the body-size and media-type guards, then the
-# OpenAPI corrections. The decorators turned the class into a bentoml Service (untyped).
+# Outermost first: request id and deadline, authentication (headers only), unroutable V2
+# paths, the body and concurrency gate, the media type, then the OpenAPI corrections.
+# The decorators turned the class into a bentoml Service (untyped).
 _service: Any = CropYieldService
+_service.add_asgi_middleware(RequestContext, timeout=settings.request_timeout)
 if settings.auth_token is not None:
     _service.add_asgi_middleware(
         BearerAuth, token=settings.auth_token.get_secret_value(), protects=paths.is_protected
     )
-_service.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-_service.add_asgi_middleware(JsonOnly, paths=paths.JSON_API_PATHS)
 _service.add_asgi_middleware(UnroutableV2Paths)
+_service.add_asgi_middleware(
+    RequestGate,
+    max_bytes=settings.max_body_bytes,
+    body_timeout=settings.body_timeout,
+    max_concurrency=math.ceil(settings.max_concurrency / settings.workers),
+    exempt=paths.is_probe,
+)
+_service.add_asgi_middleware(JsonOnly, paths=paths.JSON_API_PATHS)
 
 
 def _served_model() -> tuple[str, str] | None:

@@ -37,7 +37,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         41_943_040, ge=1024, description="Largest request body in bytes (40 MiB); larger gets 413"
     )
-    max_concurrency: int = Field(256, ge=1, description="Requests in progress at once; more get 429")
+    max_concurrency: int = Field(
+        256,
+        ge=1,
+        description="Requests in progress at once, counted once their body has arrived; more get 429",
+    )
+    body_timeout: float = Field(
+        5.0, gt=0, description="Seconds a client has to send the whole request body; slower gets 408"
+    )
     auth_token: SecretStr | None = Field(
         None,
         description="Bearer token required on /predict*, /metadata and /v2/models/*; "
@@ -47,6 +54,10 @@ class Settings(BaseSettings):
     port: int = Field(3000, ge=1, le=65535, description="Port to listen on")
     tracing: bool = Field(False, description="OpenTelemetry spans per request (costly; off by default)")
     access_log: bool = Field(False, description="One log line per request (costly; off by default)")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text, or json: one object per line (time, level, request id, route, status, message)",
+    )
 
     @field_validator("auth_token", mode="after")
     @classmethod

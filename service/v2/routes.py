@@ -13,6 +13,7 @@ Rows go through the same batcher as ``/predict`` (``predict_rows`` of the runnin
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,12 +29,14 @@ from starlette.responses import Response
 from starlette.routing import Route, compile_path
 
 from contract import FEATURE_NAMES, TARGET_NAMES, __version__
+from service import asgi
 from service.v2 import codec, schemas
 
 SERVER_NAME = "crop-yield-service"
 EXTENSIONS = ["binary_tensor_data"]
 BODY_TYPES = frozenset({"", "application/json", "application/octet-stream"})
-RETRY_AFTER_S = "1"
+RETRY_AFTER_S = str(asgi.RETRY_AFTER_S)
+log = logging.getLogger("crop_yield.v2")
 
 
 class ServedModel(Protocol):
@@ -153,7 +156,10 @@ async def infer(request: Request) -> Response:
     except codec.V2Error as exc:
         return error(exc.message, exc.status)
     except ServiceUnavailable as exc:
-        return error(f"overloaded: {exc}; retry later", 503, {"retry-after": RETRY_AFTER_S})
+        log.info("answered 503: %s", exc, extra={"status": 503})
+        return error(
+            f"overloaded: {exc}; retry after the Retry-After seconds", 503, {"retry-after": RETRY_AFTER_S}
+        )
     body, headers = codec.encode_response(decoded, outputs, name, version)
     return Response(body, headers=headers)
 

@@ -1,0 +1,209 @@
+"""Traffic control in front of every route: request ids, the request deadline, the body
+deadline, the body-size limit and the concurrency limit.
+
+Why these are the service's own and not BentoML's: BentoML's concurrency limit sits
+outside the service's middleware and counts a request from its first byte, so clients
+that send headers and part of a body, then stall, each held a slot until the request
+timeout; a few hundred of them locked everyone else out (429) for 30 s, repeatably. Here
+a request takes a slot only once its whole body has arrived, and a body must arrive
+within ``CROP_YIELD_BODY_TIMEOUT`` seconds or the request is answered 408 and the
+connection closed. Connections whose headers never complete never reach the app at all:
+they hold a socket (a file descriptor) and nothing else.
+
+``RequestContext`` is the outermost of the service's middleware, so its id reaches every
+response it can see, errors included; BentoML's own request timeout is kept only as a
+backstop a few seconds behind this one (its 504 would carry no request id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+
+from service.asgi import RETRY_AFTER, ASGIApp, Message, Receive, Scope, Send, header, send_error
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("crop_yield_request_id", default=None)
+ROUTE: ContextVar[str | None] = ContextVar("crop_yield_route", default=None)
+SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+"""A client's X-Request-ID is kept when it is 1 to 128 printable ASCII characters, no spaces."""
+CLOSE: tuple[tuple[bytes, bytes], ...] = ((b"connection", b"close"),)
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+log = logging.getLogger("crop_yield.traffic")
+
+
+class RequestContext:
+    """``X-Request-ID`` in and out, and the request deadline (504).
+
+    The id is the client's when sane, else a new one; it is set in a context variable
+    (read by the log filter, see ``service.logs``) and added to the response headers.
+    """
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = header(scope, b"x-request-id")
+        request_id = given if given is not None and SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        REQUEST_ID.set(request_id)
+        ROUTE.set(scope["path"])
+        id_header = (b"x-request-id", request_id.encode())
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        deadline = asyncio.timeout(self.timeout)
+        try:
+            async with deadline:
+                await self.app(scope, receive, send_with_id)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            log.warning("answered 504: not done within %s s", self.timeout, extra={"status": 504})
+            if not started:
+                await send_error(
+                    send_with_id,
+                    scope,
+                    504,
+                    "timeout",
+                    [],
+                    f"not answered within {self.timeout:g} s (CROP_YIELD_REQUEST_TIMEOUT)",
+                )
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+class RequestGate:
+    """Receive the whole body first (within ``body_timeout`` s, at most ``max_bytes``), then
+    take one of ``max_concurrency`` slots for the rest of the request.
+
+    408 (and the connection closed) for a body too slow, 413 for one too large, 429 with
+    Retry-After when every slot is taken. Paths where ``exempt(path)`` (probes, metrics)
+    take no slot. One event loop per worker, so a plain counter is the semaphore.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        body_timeout: float,
+        max_concurrency: int,
+        exempt: Callable[[str], bool],
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
+        self.max_concurrency = max_concurrency
+        self.exempt = exempt
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] in BODY_METHODS:
+            declared = header(scope, b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+                await self._too_large(send, scope)
+                return
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    body = await self._read_body(receive)
+            except TimeoutError:
+                log.info(
+                    "answered 408: body not received within %s s", self.body_timeout, extra={"status": 408}
+                )
+                await send_error(
+                    send,
+                    scope,
+                    408,
+                    "request timeout",
+                    ["body"],
+                    f"the request body did not arrive within {self.body_timeout:g} s "
+                    "(CROP_YIELD_BODY_TIMEOUT)",
+                    CLOSE,
+                )
+                return
+            except _TooLargeError:
+                await self._too_large(send, scope)
+                return
+            if body is None:  # the client disconnected
+                return
+            receive = _replay(body, receive)
+        if self.exempt(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_concurrency:
+            log.info("answered 429: %d requests in progress", self.in_flight, extra={"status": 429})
+            await send_error(
+                send,
+                scope,
+                429,
+                "too many requests",
+                [],
+                f"{self.in_flight} requests are in progress (CROP_YIELD_MAX_CONCURRENCY); "
+                "retry after the Retry-After seconds",
+                RETRY_AFTER,
+            )
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _TooLargeError
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _too_large(self, send: Send, scope: Scope) -> None:
+        await send_error(
+            send,
+            scope,
+            413,
+            "request too large",
+            ["body"],
+            f"request bodies are limited to {self.max_bytes} bytes (CROP_YIELD_MAX_BODY_BYTES); "
+            "split the rows into several requests",
+            CLOSE,
+        )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the already-read body, then defers to the server."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
