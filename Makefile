@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup container-setup image run serve train test lint typecheck format bench bench-service loadtest soak clean
+.PHONY: setup container-setup monitoring-setup prometheus-rule image run serve train test lint typecheck format bench bench-service bench-monitoring loadtest soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,16 +30,24 @@ train: setup
 
 ## Set up (including podman for the container tests), then lint, type-check and run the
 ## whole test suite: unit, integration, deploy and container tiers (what CI runs).
-test: setup container-setup lint typecheck
+test: setup container-setup monitoring-setup lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## podman and a python:3.11-slim base image (a local stand-in where no registry is reachable).
 container-setup:
 	bash deploy/podman/setup.sh
 
+## Prometheus and promtool (Debian package) for the monitoring tests.
+monitoring-setup:
+	bash deploy/monitoring/setup.sh
+
 ## Build the CPU image: make image TAG=crop-yield:0.1.0
 image: container-setup
 	bash deploy/podman/build.sh $(or $(TAG),localhost/crop-yield:dev)
+
+## The PrometheusRule of the monitoring component, from deploy/monitoring/rules.yml.
+prometheus-rule: setup
+	$(PY) deploy/monitoring/prometheusrule.py > deploy/kubernetes/components/monitoring/prometheusrule.yaml
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -59,7 +67,11 @@ bench: setup
 
 bench-service: setup
 	command -v wrk >/dev/null || apt-get install -y -qq wrk  # the load generator (Debian package)
-	$(PY) benchmarks/service_bench.py $(ARGS)
+	$(PY) -m benchmarks.service_bench $(ARGS)
+
+bench-monitoring: setup
+	command -v wrk >/dev/null || apt-get install -y -qq wrk
+	$(PY) -m benchmarks.monitoring_bench $(ARGS)
 
 ## Headless locust run against a running service; HTML report and CSV stats in REPORT_DIR.
 ## make loadtest HOST=http://localhost:3000 USERS=50 DURATION=2m

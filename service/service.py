@@ -21,7 +21,7 @@ from bentoml.exceptions import NotFound, ServiceUnavailable
 from starlette.responses import Response
 
 from contract import FEATURE_NAMES, FEATURES, TARGETS, __version__
-from service import convert, logs, metrics, paths, runtime
+from service import convert, logs, metrics, monitoring, paths, runtime
 from service.asgi import RETRY_AFTER, error_body
 from service.batching import RowBatcher
 from service.device import resolve_device, wants_gpu
@@ -105,6 +105,11 @@ class CropYieldService:
         probe = np.asarray([[SEED_004_EXAMPLE[name] for name in FEATURE_NAMES]], dtype=np.float32)
         if not np.all(np.isfinite(self.model.predict(probe))):
             raise ModelLoadError(f"model {self.model.tag} gives non-finite predictions")
+        self.monitor = monitoring.Monitor(
+            *monitoring.training_ranges(
+                self.model.metadata, self.model.weight.cpu().numpy(), self.model.bias.cpu().numpy()
+            )
+        )
         self.batcher: RowBatcher | None = None
         self.version = __version__
         self._ready = False  # set once the startup hook below has run
@@ -113,7 +118,7 @@ class CropYieldService:
     async def _start_runtime(self) -> None:
         if settings.batching:
             self.batcher = RowBatcher(
-                self.model.predict,
+                self._call_model,
                 settings.max_batch_size,
                 settings.max_latency_ms,
                 on_model_call=metrics.rows_per_model_call().observe,
@@ -123,8 +128,17 @@ class CropYieldService:
         runtime.quiet_validation_errors()
         logs.configure(settings.log_format)
         runtime.freeze_startup_heap()
-        self._gc_task = asyncio.get_running_loop().create_task(runtime.collect_periodically())
+        loop = asyncio.get_running_loop()
+        self._gc_task = loop.create_task(runtime.collect_periodically())
+        self._monitor_task = loop.create_task(monitoring.PrometheusSink(self.monitor).run())
         self._ready = True
+
+    def _call_model(self, rows: np.ndarray) -> np.ndarray:
+        """Every model call of every route: predict, then count the call for monitoring."""
+        outputs = self.model.predict(rows)
+        if settings.monitoring:
+            self.monitor.observe(rows, outputs)
+        return outputs
 
     async def __is_ready__(self) -> bool:
         """/readyz: the model is loaded, the warm-up prediction passed, the runtime started."""
@@ -152,7 +166,7 @@ class CropYieldService:
         if self.batcher is not None and len(rows) <= settings.max_rows_per_request:
             outputs = await self.batcher(rows)
         else:
-            outputs = self.model.predict(rows)
+            outputs = self._call_model(rows)
             metrics.rows_per_model_call().observe(len(rows))
         metrics.rows_predicted().labels(endpoint=endpoint).inc(len(rows))
         return outputs
@@ -175,7 +189,7 @@ class CropYieldService:
     async def predict_columns(self, **columns: Any) -> Response:
         """Bulk prediction from columns (up to the configured maximum rows), validated as arrays."""
         request = ColumnsRequestBase.model_construct(**columns)
-        outputs = self.model.predict(convert.columns_to_matrix(request))
+        outputs = self._call_model(convert.columns_to_matrix(request))
         metrics.rows_per_model_call().observe(len(outputs))
         metrics.rows_predicted().labels(endpoint="predict_columns").inc(len(outputs))
         # A ready Response skips BentoML's pydantic serialization (see convert.columns_json);

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     port: int = Field(3000, ge=1, le=65535, description="Port to listen on")
     tracing: bool = Field(False, description="OpenTelemetry spans per request (costly; off by default)")
     access_log: bool = Field(False, description="One log line per request (costly; off by default)")
+    monitoring: bool = Field(
+        True, description="Count inputs outside the training range and histogram inputs and predictions"
+    )
     log_format: Literal["text", "json"] = Field(
         "text",
         description="text, or json: one object per line (time, level, request id, route, status, message)",

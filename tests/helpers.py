@@ -95,6 +95,9 @@ def require_tool(name: str) -> str:
     path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail(f"{name} is required in CI (podman: deploy/podman/setup.sh; kubectl: preinstalled)")
+            pytest.fail(
+                f"{name} is required in CI (podman: deploy/podman/setup.sh; prometheus, promtool: "
+                "deploy/monitoring/setup.sh; kubectl: preinstalled)"
+            )
         pytest.skip(f"{name} not installed")
     return path

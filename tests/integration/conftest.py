@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,10 +116,19 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return home, result.stdout.strip()
 
 
+@contextmanager
+def serving(trained: tuple[Path, str], where: Path, **settings: str) -> Iterator[Server]:
+    """A served process of the trained store with CROP_YIELD_* settings, its log in ``where``."""
+    home, tag = trained
+    log = where / "service.log"
+    process, url = start_service(home, log, **settings)
+    try:
+        yield Server(url, home, tag, process, log)
+    finally:
+        stop_service(process)
+
+
 @pytest.fixture(scope="session")
 def server(trained_home: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home, tag = trained_home
-    log = tmp_path_factory.mktemp("logs") / "service.log"
-    process, url = start_service(home, log)
-    yield Server(url, home, tag, process, log)
-    stop_service(process)
+    with serving(trained_home, tmp_path_factory.mktemp("logs")) as served:
+        yield served

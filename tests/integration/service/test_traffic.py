@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.integration.conftest import Server, start_service, stop_service
+from tests.integration.conftest import Server, serving
 from tests.v2_cases import ONE_ROW
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -29,13 +29,9 @@ ANSWER_408 = b"HTTP/1.1 408 Request Timeout\r\n"
 
 @pytest.fixture(scope="module")
 def guarded(trained_home: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home, tag = trained_home
-    log = tmp_path_factory.mktemp("traffic") / "service.log"
-    process, url = start_service(
-        home, log, body_timeout=str(BODY_TIMEOUT_S), max_concurrency=str(SLOTS), log_format="json"
-    )
-    yield Server(url, home, tag, process, log)
-    stop_service(process)
+    settings = {"body_timeout": str(BODY_TIMEOUT_S), "max_concurrency": str(SLOTS), "log_format": "json"}
+    with serving(trained_home, tmp_path_factory.mktemp("traffic"), **settings) as served:
+        yield served
 
 
 def worker_rss_mb(server: Server) -> float:

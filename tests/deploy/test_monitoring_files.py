@@ -1,0 +1,168 @@
+"""Monitoring files without a cluster: the Prometheus rules (``promtool check`` and ``promtool
+test``), their runbook entries, the PrometheusRule and ServiceMonitor of the kustomize
+component (prometheus-operator's CRD schemas, kept in ``data/``, made strict as in
+``test_kserve``), and the Grafana dashboard's structure (its PromQL runs against a real
+Prometheus in ``tests/integration/test_prometheus.py``)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+from functools import cache
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.deploy.test_kserve import strict
+from tests.helpers import REPO_ROOT, require_tool
+
+MONITORING = REPO_ROOT / "deploy" / "monitoring"
+COMPONENT = REPO_ROOT / "deploy" / "kubernetes" / "components" / "monitoring"
+DATA = REPO_ROOT / "tests" / "deploy" / "data"
+RULES = yaml.safe_load((MONITORING / "rules.yml").read_text())
+ALERTS = [r for g in RULES["groups"] for r in g["rules"] if "alert" in r]
+
+
+def test_promtool_check_rules() -> None:
+    promtool = require_tool("promtool")
+    result = subprocess.run(
+        [promtool, "check", "rules", str(MONITORING / "rules.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 11 rules found" in result.stdout
+
+
+def test_promtool_unit_tests_cover_every_alert() -> None:
+    promtool = require_tool("promtool")
+    result = subprocess.run(
+        [promtool, "test", "rules", "rules.test.yml"],
+        cwd=MONITORING,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tests = yaml.safe_load((MONITORING / "rules.test.yml").read_text())["tests"]
+    fired = {
+        case["alertname"]
+        for test in tests
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert fired == {a["alert"] for a in ALERTS}
+
+
+@pytest.mark.parametrize("alert", ALERTS, ids=[a["alert"] for a in ALERTS])
+def test_every_alert_has_a_summary_and_a_runbook_entry(alert: dict[str, Any]) -> None:
+    assert alert["annotations"]["summary"]
+    assert alert["labels"]["severity"] in ("warning", "critical")
+    anchor = alert["annotations"]["runbook_url"].removeprefix("README.md#")
+    headings = re.findall(r"^#+ (.+)$", (REPO_ROOT / "README.md").read_text(), flags=re.MULTILINE)
+    assert anchor in {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}, anchor
+
+
+def test_prometheus_rule_holds_exactly_the_rules_file() -> None:
+    committed = (COMPONENT / "prometheusrule.yaml").read_text()
+    generated = subprocess.run(
+        [sys.executable, str(MONITORING / "prometheusrule.py")], capture_output=True, text=True, check=True
+    ).stdout
+    assert committed == generated, "run `make prometheus-rule`"
+    assert yaml.safe_load(committed)["spec"]["groups"] == RULES["groups"]
+
+
+@cache
+def validator(kind: str) -> jsonschema.Draft7Validator:
+    data = json.loads(
+        gzip.decompress((DATA / f"prometheus-operator-v0.93.0-{kind.lower()}-v1.schema.json.gz").read_bytes())
+    )
+    assert "prometheus-operator/blob/v0.93.0/" in data["source"]
+    return jsonschema.Draft7Validator(strict(data["openAPIV3Schema"]))
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The cpu overlay with the monitoring component added, as a user would add it."""
+    kubectl = require_tool("kubectl")
+    overlay = tmp_path_factory.mktemp("with-monitoring")
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": "crop-yield",
+                # kustomize takes only relative directories
+                "resources": [
+                    os.path.relpath(REPO_ROOT / "deploy" / "kubernetes" / "overlays" / "cpu", overlay)
+                ],
+                "components": [os.path.relpath(COMPONENT, overlay)],
+            }
+        )
+    )
+    text = subprocess.run(
+        [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {d["kind"]: d for d in yaml.safe_load_all(text) if d}
+
+
+@pytest.mark.parametrize("kind", ["ServiceMonitor", "PrometheusRule"])
+def test_component_objects_match_prometheus_operator_crds(
+    rendered: dict[str, dict[str, Any]], kind: str
+) -> None:
+    obj = rendered[kind]
+    assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+    assert obj["metadata"]["namespace"] == "crop-yield"
+    validator(kind).validate(obj)
+
+
+def test_the_schema_check_catches_a_misspelt_field(rendered: dict[str, dict[str, Any]]) -> None:
+    monitor = json.loads(json.dumps(rendered["ServiceMonitor"]))
+    monitor["spec"]["endpoints"][0]["intervall"] = "30s"
+    with pytest.raises(jsonschema.ValidationError):
+        validator("ServiceMonitor").validate(monitor)
+
+
+def test_service_monitor_selects_the_service_and_its_port(rendered: dict[str, dict[str, Any]]) -> None:
+    monitor, service = rendered["ServiceMonitor"]["spec"], rendered["Service"]
+    labels = service["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in monitor["selector"]["matchLabels"].items())
+    (endpoint,) = monitor["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    # job label = the Service's app.kubernetes.io/name, which the rules select on
+    assert labels[monitor["jobLabel"]] == "crop-yield"
+    assert all('job="crop-yield"' in r["expr"] for g in RULES["groups"] for r in g["rules"] if "record" in r)
+
+
+def test_grafana_dashboard_structure() -> None:
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    assert dashboard["templating"]["list"][0]["type"] == "datasource"
+    titles = " ".join(p["title"].lower() for p in panels)
+    for topic in (
+        "request rate",
+        "error ratio",
+        "latency",
+        "rows predicted",
+        "batch size",
+        "outside the training range",
+    ):
+        assert topic in titles, topic
+    assert "model version per pod" in titles
+    assert sum(p["title"].startswith("Distribution: prediction") for p in panels) == 2
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}"
+        for target in panel["targets"]:
+            assert 'job="crop-yield"' in target["expr"], panel["title"]

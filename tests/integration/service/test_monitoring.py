@@ -1,0 +1,75 @@
+"""Model monitoring on a served process: every prediction route counts rows outside the
+training range and fills the input and prediction histograms."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.integration.conftest import Server
+from tests.integration.service.test_api import _metric
+from tests.v2_cases import json_request
+
+pytestmark = pytest.mark.integration
+
+# seed 004's training ranges: temperature 68..103 °F, rainfall 43..135 mm, humidity 36..71 %
+INSIDE = {"temperature": 80.0, "rainfall": 90.0, "humidity": 50.0}
+COLD = {"temperature": 40.0, "rainfall": 90.0, "humidity": 50.0}
+WET_AND_HUMID = {"temperature": 80.0, "rainfall": 300.0, "humidity": 90.0}
+
+
+def outside(text: str, feature: str, side: str) -> float:
+    return _metric(
+        text, f'crop_yield_rows_outside_training_range_total{{feature="{feature}",side="{side}"}} '
+    )
+
+
+def wait_for_metrics(server: Server, ready: object) -> str:
+    """/metrics once ``ready(text)`` holds (counts reach Prometheus within a second)."""
+    deadline = time.monotonic() + 5
+    while True:
+        text = httpx.get(f"{server.url}/metrics").text
+        if ready(text) or time.monotonic() > deadline:  # type: ignore[operator]
+            return text
+        time.sleep(0.2)
+
+
+def test_every_route_counts_rows_outside_the_training_range(server: Server) -> None:
+    time.sleep(1.2)  # let counts of earlier tests reach Prometheus first
+    before = httpx.get(f"{server.url}/metrics").text
+    rows = [INSIDE, COLD, WET_AND_HUMID]
+    assert httpx.post(f"{server.url}/predict", json={"inputs": rows}).status_code == 200
+    columns = {name: [row[name] for row in rows] for name in INSIDE}
+    assert httpx.post(f"{server.url}/predict_columns", json=columns).status_code == 200
+    matrix = np.array([[row[name] for name in INSIDE] for row in rows])
+    v2 = httpx.post(f"{server.url}/v2/models/crop_yield/infer", json=json_request(matrix))
+    assert v2.status_code == 200
+
+    def counted(text: str) -> bool:
+        return outside(text, "humidity", "above") - outside(before, "humidity", "above") >= 3
+
+    after = wait_for_metrics(server, counted)
+    assert outside(after, "temperature", "below") - outside(before, "temperature", "below") == 3
+    assert outside(after, "rainfall", "above") - outside(before, "rainfall", "above") == 3
+    assert outside(after, "humidity", "above") - outside(before, "humidity", "above") == 3
+    assert outside(after, "temperature", "above") == outside(before, "temperature", "above")
+
+
+def test_input_and_prediction_histograms(server: Server) -> None:
+    httpx.post(f"{server.url}/predict", json={"inputs": [INSIDE]})
+    text = wait_for_metrics(server, lambda t: "crop_yield_prediction_oranges_count" in t)
+    for name in (
+        "input_temperature",
+        "input_rainfall",
+        "input_humidity",
+        "prediction_apples",
+        "prediction_oranges",
+    ):
+        assert f"# TYPE crop_yield_{name} histogram" in text, name
+        assert _metric(text, f"crop_yield_{name}_count ") > 0, name
+    # buckets come from the training range: 68..103 °F are bounds of the temperature histogram
+    assert 'crop_yield_input_temperature_bucket{le="68.0"}' in text
+    assert 'crop_yield_input_temperature_bucket{le="103.0"}' in text
