@@ -7,7 +7,9 @@ their units and physical bounds, and the version of the metadata layout.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 __version__ = "0.1.0"
 """Version of the project (service and training); pyproject.toml reads it from here."""
@@ -17,6 +19,15 @@ MODEL_NAME = "crop_yield"
 
 WEIGHTS_FILE = "model.safetensors"
 """File inside a store entry holding the Linear's state dict: ``weight`` (targets×features), ``bias``."""
+
+
+def store_home() -> Path:
+    """The model store's home: ``$BENTOML_HOME``, else ``~/bentoml`` (BentoML's default).
+
+    Entries live in ``<home>/models/<name>/<version>/``.
+    """
+    return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser()
+
 
 METADATA_SCHEMA_VERSION = 1
 """Bumped whenever the metadata layout written by ``training`` changes incompatibly."""

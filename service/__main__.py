@@ -1,4 +1,5 @@
-"""``python -m service``: check the model exists, then run ``bentoml serve`` with the settings.
+"""``python -m service``: check the model can be served (``service.preflight``), then run
+``bentoml serve`` with the settings.
 
 The graceful-shutdown timeout, host and port are command-line options of ``bentoml
 serve`` rather than service configuration in BentoML 1.4, so they are passed here.
@@ -32,26 +33,9 @@ def serve_command() -> list[str]:
 
 
 def main() -> int:
-    settings = get_settings()
-    import bentoml
-    from bentoml.exceptions import NotFound
+    from service.preflight import exit_on_problem
 
-    from service.model import bentoml_home
-
-    try:
-        bentoml.models.get(settings.model_tag)
-    except ValueError as exc:  # a malformed tag
-        print(
-            f"error: CROP_YIELD_MODEL_TAG={settings.model_tag!r} is not a valid tag: {exc}", file=sys.stderr
-        )
-        return 2
-    except NotFound:
-        print(
-            f"error: model {settings.model_tag} is not in the model store {bentoml_home()}; "
-            "train one with `python -m training` or set CROP_YIELD_MODEL_TAG",
-            file=sys.stderr,
-        )
-        return 2
+    exit_on_problem(get_settings())  # one clear line and status 2 when the model cannot be served
     command = serve_command()
     os.execv(command[0], command)
 

@@ -4,9 +4,9 @@
 endpoint that wants a batched helper is meant to call it through ``self.to_async``, which
 in BentoML 1.4 is an in-process HTTP round trip per call (a second parse, validation and
 middleware pass) whose client session is recycled every 100 calls, breaking calls in
-flight under sustained load (see ../shared/notes/bentoml-1.4.md). So the endpoint awaits
-the same dispatcher directly: same adaptive algorithm, same max batch size and latency
-semantics, no extra hop.
+flight under sustained load (see docs/bentoml-1.4.md). So the endpoint awaits the same
+dispatcher directly: same adaptive algorithm, same max batch size and latency semantics,
+no extra hop. The dispatcher is a private class: it comes from ``service.bentoml_internals``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import numpy as np
-from bentoml._internal.marshal.dispatcher import CorkDispatcher
 from bentoml.exceptions import ServiceUnavailable
+
+from service.bentoml_internals import CorkDispatcher
 
 
 def _overloaded() -> NoReturn:

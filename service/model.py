@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,14 +11,20 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from contract import FEATURE_NAMES, TARGET_NAMES, WEIGHTS_FILE
+from contract import FEATURE_NAMES, TARGET_NAMES, WEIGHTS_FILE, store_home
+from contract.metadata import MetadataError, ModelMetadata, read_metadata
 
 
 def bentoml_home() -> str:
     """The model store's root, for error messages."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
+    return str(store_home())
 
-    return str(BentoMLContainer.bentoml_home.get())
+
+def missing_model_message(tag: str) -> str:
+    return (
+        f"model {tag} is not in the model store {bentoml_home()}; "
+        "train one with `python -m training` or set CROP_YIELD_MODEL_TAG"
+    )
 
 
 class ModelLoadError(RuntimeError):
@@ -32,13 +39,17 @@ class LinearModel:
     weight: torch.Tensor
     bias: torch.Tensor
     device: torch.device
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     created_at: str
 
     @classmethod
     def load(
-        cls, entry_path: Path, tag: str, metadata: dict[str, Any], created_at: str, device: torch.device
+        cls, entry_path: Path, tag: str, metadata: Mapping[str, Any], created_at: str, device: torch.device
     ) -> LinearModel:
+        try:
+            typed = read_metadata(metadata, tag)
+        except MetadataError as exc:
+            raise ModelLoadError(str(exc)) from None
         path = entry_path / WEIGHTS_FILE
         if not path.is_file():
             raise ModelLoadError(f"model {tag} has no {WEIGHTS_FILE} (not a crop-yield model entry?)")
@@ -52,7 +63,7 @@ class LinearModel:
             weight=state["weight"].to(torch.float32),
             bias=state["bias"].to(torch.float32),
             device=device,
-            metadata=metadata,
+            metadata=typed,
             created_at=created_at,
         )
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from contract import FEATURE_NAMES, TARGET_NAMES
+from contract.metadata import ModelMetadata
 
 INSIDE_BUCKETS = 8
 OUTSIDE_BUCKETS = 4
@@ -78,6 +79,15 @@ class Monitor:
         self.lows = np.array([low for low, _ in feature_ranges])
         self.highs = np.array([high for _, high in feature_ranges])
         self._lows_list, self._highs_list = self.lows.tolist(), self.highs.tolist()
+        column = (-1, 1)  # shapes for the (columns, n) layout of observe()
+        self._lows32 = self.lows.astype(np.float32).reshape(column)
+        self._highs32 = self.highs.astype(np.float32).reshape(column)
+        self._first32 = np.array([b[0] for b in self.bounds], dtype=np.float32).reshape(column)
+        self._step32 = np.array([b[1] - b[0] for b in self.bounds], dtype=np.float32).reshape(column)
+        self._buckets = len(self.bounds[0]) + 1  # the last is +Inf
+        self._column_offsets32 = (
+            (np.arange(len(self.bounds)) * self._buckets).astype(np.float32).reshape(column)
+        )
         self._bounds_lists = [b.tolist() for b in self.bounds]
         self._state = self._empty()
 
@@ -97,14 +107,25 @@ class Monitor:
             self._observe_few(rows, outputs)
             return
         state = self._state
-        state.below += np.count_nonzero(rows < self.lows, axis=0)
-        state.above += np.count_nonzero(rows > self.highs, axis=0)
-        state.sums[: rows.shape[1]] += rows.sum(axis=0, dtype=np.float64)
-        state.sums[rows.shape[1] :] += outputs.sum(axis=0, dtype=np.float64)
-        for j, values in enumerate(itertools.chain(rows.T, outputs.T)):
-            # side="left": index i counts values in (bounds[i-1], bounds[i]], Prometheus' "le"
-            index = np.searchsorted(self.bounds[j], values, side="left")
-            state.bucket_counts[j] += np.bincount(index, minlength=state.bucket_counts.shape[1])
+        features = rows.shape[1]
+        # One column per row of a (columns, n) float32 array: reductions along contiguous
+        # memory are ten times faster than down the columns of the n×3 input.
+        values = np.empty((features + outputs.shape[1], len(rows)), dtype=np.float32)
+        values[:features] = rows.T
+        values[features:] = outputs.T
+        state.below += np.count_nonzero(values[:features] < self._lows32, axis=1)
+        state.above += np.count_nonzero(values[:features] > self._highs32, axis=1)
+        state.sums += values.sum(axis=1, dtype=np.float64)
+        # Bounds are evenly spaced, so a value's bucket is arithmetic, for all columns at once:
+        # i = ceil((v - first) / step) puts v in (bounds[i-1], bounds[i]], Prometheus' "le".
+        # (A value within float32 rounding of a bound may land in the neighbouring bucket.)
+        values -= self._first32
+        values /= self._step32  # dividing keeps a value exactly on a bound exact, where it can be
+        np.ceil(values, out=values)
+        np.clip(values, 0, self._buckets - 1, out=values)
+        values += self._column_offsets32
+        counts = np.bincount(values.astype(np.intp).ravel(), minlength=state.bucket_counts.size)
+        state.bucket_counts += counts.reshape(state.bucket_counts.shape)
 
     def _observe_few(self, rows: np.ndarray, outputs: np.ndarray) -> None:
         """The same for a few rows in plain Python: a numpy call costs about a microsecond
@@ -182,17 +203,9 @@ def add_observations(histogram: Any, bucket_counts: np.ndarray, total: float) ->
 
 
 def training_ranges(
-    metadata: dict[str, Any], weight: np.ndarray, bias: np.ndarray
+    metadata: ModelMetadata, weight: np.ndarray, bias: np.ndarray
 ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """(feature ranges, target ranges) of a store entry: the training data's min and max per
-    feature from its metadata (the physical bounds where an entry lacks them)."""
-    from contract import FEATURES
-
-    trained = {f.get("name"): f for f in metadata.get("features", []) if isinstance(f, dict)}
-    features = []
-    for column in FEATURES:
-        entry = trained.get(column.name, {})
-        low = entry.get("train_min", column.minimum)
-        high = entry.get("train_max", column.maximum)
-        features.append((float(low if low is not None else 0.0), float(high if high is not None else 1.0)))
+    feature, from its metadata; the targets' from the model over that box."""
+    features = [metadata.range_of(name) for name in FEATURE_NAMES]
     return features, target_ranges(weight, bias, features)

@@ -18,6 +18,8 @@ import logging
 
 from pydantic import ValidationError
 
+from service.bentoml_internals import VALIDATION_LOGGER
+
 FULL_COLLECTION_EVERY_S = 60.0
 _NO_AUTOMATIC_FULL = 1_000_000
 
@@ -54,4 +56,4 @@ class QuietValidationErrors(logging.Filter):
 
 
 def quiet_validation_errors() -> None:
-    logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietValidationErrors())
+    logging.getLogger(VALIDATION_LOGGER).addFilter(QuietValidationErrors())

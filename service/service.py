@@ -21,12 +21,12 @@ from bentoml.exceptions import NotFound, ServiceUnavailable
 from starlette.responses import Response
 
 from contract import FEATURE_NAMES, FEATURES, TARGETS, __version__
-from service import convert, logs, metrics, monitoring, paths, runtime
+from service import convert, logs, metrics, monitoring, paths, preflight, runtime
 from service.asgi import RETRY_AFTER, error_body
 from service.batching import RowBatcher
 from service.device import resolve_device, wants_gpu
 from service.middleware import BearerAuth, JsonOnly, PatchedOpenAPI, UnroutableV2Paths
-from service.model import LinearModel, ModelLoadError, bentoml_home
+from service.model import LinearModel, ModelLoadError, missing_model_message
 from service.mounted_app import app as mounted_app
 from service.openapi import patch_spec
 from service.schemas import (
@@ -90,10 +90,7 @@ class CropYieldService:
         try:
             stored = self.model_ref
         except NotFound:
-            raise ModelLoadError(
-                f"model {settings.model_tag} is not in the model store {bentoml_home()}; "
-                "train one with `python -m training` or set CROP_YIELD_MODEL_TAG"
-            ) from None
+            raise ModelLoadError(missing_model_message(settings.model_tag)) from None
         self.model = LinearModel.load(
             Path(stored.path),
             str(stored.tag),
@@ -113,6 +110,12 @@ class CropYieldService:
         self.batcher: RowBatcher | None = None
         self.version = __version__
         self._ready = False  # set once the startup hook below has run
+
+    @bentoml.on_deployment
+    def _preflight() -> None:
+        """In ``bentoml serve``'s own process, before any worker: stop with one line and
+        status 2 when the model cannot be served (see service.preflight)."""
+        preflight.exit_on_problem(settings)
 
     @bentoml.on_startup
     async def _start_runtime(self) -> None:
@@ -198,7 +201,7 @@ class CropYieldService:
 
     def describe(self) -> ServiceMetadata:
         meta = self.model.metadata
-        trained = {f["name"]: f for f in meta.get("features", [])}
+        stored = meta.to_store()
         return ServiceMetadata(
             model=self.model.tag,
             created_at=self.model.created_at,
@@ -209,15 +212,15 @@ class CropYieldService:
                     description=c.description,
                     valid_min=c.minimum,
                     valid_max=c.maximum,
-                    train_min=trained.get(c.name, {}).get("train_min"),
-                    train_max=trained.get(c.name, {}).get("train_max"),
+                    train_min=meta.range_of(c.name)[0],
+                    train_max=meta.range_of(c.name)[1],
                 )
                 for c in FEATURES
             ],
             targets=[TargetInfo(name=c.name, unit=c.unit, description=c.description) for c in TARGETS],
-            metrics=meta.get("metrics", {}),
-            optimality_gap=meta.get("fit", {}).get("optimality_gap"),
-            training={k: meta[k] for k in ("data", "hyperparameters", "seed", "versions") if k in meta},
+            metrics=stored["metrics"],
+            optimality_gap=meta.fit.optimality_gap,
+            training={k: stored[k] for k in ("data", "hyperparameters", "seed", "versions")},
             device=str(self.model.device),
             service_version=self.version,
         )

@@ -188,18 +188,16 @@ def _fail(message: str, code: int) -> int:
 
 def _report(outcome: TrainOutcome) -> None:
     meta = outcome.metadata
-    fit, data = meta["fit"], meta["data"]
+    fit, data = meta.fit, meta.data
     lines = [
-        f"data: {data['source']} ({data['rows']} rows, {data['holdout_rows']} held out)",
-        f"fit: {fit['epochs_run']} epochs ({'converged' if fit['converged'] else 'epoch limit'}) "
-        f"in {fit['seconds']:.2f} s",
-        f"MSE {fit['mse']:.6g} vs least-squares {fit['optimal_mse']:.6g}: "
-        f"optimality gap {fit['optimality_gap']:.3g}",
+        f"data: {data.source} ({data.rows} rows, {data.holdout_rows} held out)",
+        f"fit: {fit.epochs_run} epochs ({'converged' if fit.converged else 'epoch limit'}) in {fit.seconds:.2f} s",
+        f"MSE {fit.mse:.6g} vs least-squares {fit.optimal_mse:.6g}: optimality gap {fit.optimality_gap:.3g}",
     ]
-    for split, per_target in meta["metrics"].items():
+    for split, per_target in meta.metrics.items():
         for name, m in per_target.items():
-            r2 = f"{m['r2']:.5f}" if "r2" in m else "n/a (constant target)"
-            lines.append(f"{split:>8} {name:<8} MSE {m['mse']:9.4f}  RMSE {m['rmse']:8.4f}  R² {r2}")
+            r2 = f"{m.r2:.5f}" if m.r2 is not None else "n/a (constant target)"
+            lines.append(f"{split:>8} {name:<8} MSE {m.mse:9.4f}  RMSE {m.rmse:8.4f}  R² {r2}")
     lines += [f"plot: {p}" for p in outcome.plot_files]
     if outcome.tag is not None:
         lines.append(f"saved: {outcome.tag}")

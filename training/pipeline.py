@@ -27,6 +27,15 @@ from contract import (
     TARGETS,
     WEIGHTS_FILE,
 )
+from contract.metadata import (
+    DataSummary,
+    FeatureSummary,
+    FitSummary,
+    Hyperparameters,
+    ModelMetadata,
+    TargetMetrics,
+    TargetSummary,
+)
 from training import data as data_mod
 from training.evaluation import least_squares, mse, optimality_gap, per_target_metrics, split_holdout
 from training.fit import FitConfig, FitResult, fit_linear
@@ -63,7 +72,7 @@ class TrainOutcome:
     tag: str | None
     """The new store tag, or None when saving was not asked for."""
     fit: FitResult
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     plot_files: list[Path]
 
 
@@ -124,44 +133,46 @@ def train(options: TrainOptions) -> TrainOutcome:
             options.plots, result.losses, train_pred, y_train, target_names, [c.unit for c in TARGETS]
         )
 
-    metadata = {
-        "schema_version": METADATA_SCHEMA_VERSION,
-        "weights_file": WEIGHTS_FILE,
-        "features": [
-            {
-                "name": c.name,
-                "unit": c.unit,
-                "description": c.description,
-                "train_min": float(dataset.features[:, j].min()),
-                "train_max": float(dataset.features[:, j].max()),
-            }
+    metadata = ModelMetadata(
+        schema_version=METADATA_SCHEMA_VERSION,
+        weights_file=WEIGHTS_FILE,
+        features=[
+            FeatureSummary(
+                name=c.name,
+                unit=c.unit,
+                description=c.description,
+                train_min=float(dataset.features[:, j].min()),
+                train_max=float(dataset.features[:, j].max()),
+            )
             for j, c in enumerate(FEATURES)
         ],
-        "targets": [{"name": c.name, "unit": c.unit, "description": c.description} for c in TARGETS],
-        "metrics": metrics,
-        "fit": {
-            "mse": fit_mse,
-            "optimal_mse": optimal_mse,
-            "optimality_gap": gap,
-            "epochs_run": result.epochs_run,
-            "converged": result.converged,
-            "final_loss": result.losses[-1],
-            "seconds": fit_seconds,
+        targets=[TargetSummary(name=c.name, unit=c.unit, description=c.description) for c in TARGETS],
+        metrics={
+            split: {name: TargetMetrics(**values) for name, values in per_target.items()}
+            for split, per_target in metrics.items()
         },
-        "data": {
-            "source": dataset.source,
-            "sha256": dataset.sha256,
-            "rows": dataset.rows,
-            "train_rows": len(train_idx),
-            "holdout_rows": 0 if holdout_idx is None else len(holdout_idx),
-        },
-        "hyperparameters": {
-            **{k: v for k, v in asdict(options).items() if k in _HYPERPARAMETERS},
-            "batch_size": batch_size,
-        },
-        "seed": options.seed,
-        "versions": _versions(),
-    }
+        fit=FitSummary(
+            mse=fit_mse,
+            optimal_mse=optimal_mse,
+            optimality_gap=gap,
+            epochs_run=result.epochs_run,
+            converged=result.converged,
+            final_loss=result.losses[-1],
+            seconds=fit_seconds,
+        ),
+        data=DataSummary(
+            source=dataset.source,
+            sha256=dataset.sha256,
+            rows=dataset.rows,
+            train_rows=len(train_idx),
+            holdout_rows=0 if holdout_idx is None else len(holdout_idx),
+        ),
+        hyperparameters=Hyperparameters(
+            **{k: v for k, v in asdict(options).items() if k in _HYPERPARAMETERS}, batch_size=batch_size
+        ),
+        seed=options.seed,
+        versions=_versions(),
+    )
 
     tag = None
     if options.save:
@@ -172,7 +183,7 @@ def train(options: TrainOptions) -> TrainOutcome:
             options.model_name,
             options.version,
             labels={"task": "crop-yield-regression", "framework": "pytorch", "format": "safetensors"},
-            metadata=metadata,
+            metadata=metadata.to_store(),
             probe=torch.as_tensor(dataset.features[:64], dtype=torch.float32),
         )
     return TrainOutcome(tag, result, metadata, plot_files)

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from contract import WEIGHTS_FILE
+from contract import WEIGHTS_FILE, store_home
 
 
 class StoreError(RuntimeError):
@@ -57,9 +57,7 @@ def check_new_tag(name: str, version: str | None) -> None:
 
 @contextmanager
 def _store_lock() -> Iterator[None]:
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    models = Path(BentoMLContainer.model_store_dir.get())
+    models = store_home() / "models"
     models.mkdir(parents=True, exist_ok=True)
     with (models / ".crop-yield-save.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

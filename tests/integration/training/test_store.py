@@ -55,7 +55,7 @@ def test_dry_run_saves_nothing(session_home: Path) -> None:
     before = store_snapshot(session_home)
     outcome = train(TrainOptions(model_name="dry", save=False))
     assert outcome.tag is None
-    assert outcome.metadata["fit"]["optimality_gap"] <= 1e-4
+    assert outcome.metadata.fit.optimality_gap <= 1e-4
     assert store_snapshot(session_home) == before
 
 
@@ -66,5 +66,5 @@ def test_constant_target_gives_json_safe_metadata(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     assert main(["--data", str(path), "--model-name", "flat-apples"]) == 0  # report included
     outcome = train(TrainOptions(data=path, model_name="flat-apples", save=False))
-    assert "r2" not in outcome.metadata["metrics"]["train"]["apples"]
-    json.dumps(outcome.metadata, allow_nan=False)
+    assert "r2" not in outcome.metadata.to_store()["metrics"]["train"]["apples"]
+    json.dumps(outcome.metadata.to_store(), allow_nan=False)

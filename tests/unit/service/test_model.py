@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,25 +14,54 @@ from service.model import LinearModel, ModelLoadError
 from training.pipeline import TrainOptions, train
 
 
+@pytest.fixture(scope="module")
+def valid_metadata() -> dict[str, Any]:
+    """What a training run stores (a dry run: nothing saved)."""
+    return train(TrainOptions(save=False)).metadata.to_store()
+
+
 def test_loads_a_trained_entry_and_predicts_like_the_fitted_module(session_home: Path) -> None:
     outcome = train(TrainOptions(model_name="served"))
     assert outcome.tag is not None
     name, version = outcome.tag.split(":")
     model = LinearModel.load(
-        session_home / "models" / name / version, outcome.tag, {}, "", torch.device("cpu")
+        session_home / "models" / name / version,
+        outcome.tag,
+        outcome.metadata.to_store(),
+        "",
+        torch.device("cpu"),
     )
+    assert model.metadata == outcome.metadata
     rows = np.random.default_rng(0).uniform(0, 100, (64, 3)).astype(np.float32)
     with torch.no_grad():
         expected = outcome.fit.model(torch.from_numpy(rows)).numpy()
     np.testing.assert_allclose(model.predict(rows), expected, rtol=1e-6, atol=1e-5)
 
 
-def test_wrong_shapes_are_refused(tmp_path: Path) -> None:
+def test_wrong_shapes_are_refused(tmp_path: Path, valid_metadata: dict[str, Any]) -> None:
     save_file({"weight": torch.zeros(3, 3), "bias": torch.zeros(3)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(ModelLoadError, match="expected"):
-        LinearModel.load(tmp_path, "x:y", {}, "", torch.device("cpu"))
+        LinearModel.load(tmp_path, "x:y", valid_metadata, "", torch.device("cpu"))
 
 
-def test_missing_weights_are_refused(tmp_path: Path) -> None:
+def test_missing_weights_are_refused(tmp_path: Path, valid_metadata: dict[str, Any]) -> None:
     with pytest.raises(ModelLoadError, match=r"no model\.safetensors"):
-        LinearModel.load(tmp_path, "x:y", {}, "", torch.device("cpu"))
+        LinearModel.load(tmp_path, "x:y", valid_metadata, "", torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"schema_version": 2}, "model x:y has metadata schema_version 2; this version reads 1"),
+        ({"schema_version": None}, "schema_version None"),
+        ({"features": []}, "malformed metadata (schema_version 1): features: Value error, features are []"),
+        ({"fit": {"mse": 1.0}}, "malformed metadata (schema_version 1): fit.optimal_mse: Field required"),
+        ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
+    ],
+)
+def test_metadata_it_cannot_read_is_refused_naming_the_problem(
+    tmp_path: Path, valid_metadata: dict[str, Any], change: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ModelLoadError) as raised:
+        LinearModel.load(tmp_path, "x:y", {**valid_metadata, **change}, "", torch.device("cpu"))
+    assert message in str(raised.value)

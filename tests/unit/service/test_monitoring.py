@@ -6,9 +6,11 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from service.monitoring import Monitor, add_observations, bucket_bounds, target_ranges, training_ranges
+from training.pipeline import TrainOptions, train
 
 FEATURES = [(68.0, 103.0), (43.0, 135.0), (36.0, 71.0)]
 WEIGHT = np.array([[0.4, 0.9, 0.6], [-0.2, 0.8, 1.1]])
@@ -29,11 +31,11 @@ def test_target_ranges_are_the_extremes_over_the_training_box() -> None:
     np.testing.assert_allclose(target_ranges(WEIGHT, BIAS, FEATURES), expected)
 
 
-def test_training_ranges_fall_back_to_physical_bounds() -> None:
-    features, _ = training_ranges(
-        {"features": [{"name": "humidity", "train_min": 36, "train_max": 71}]}, WEIGHT, BIAS
-    )
-    assert features == [(-60.0, 140.0), (0.0, 10_000.0), (36.0, 71.0)]
+def test_training_ranges_come_from_the_entry_metadata() -> None:
+    metadata = train(TrainOptions(save=False)).metadata  # seed 004's data
+    features, targets = training_ranges(metadata, WEIGHT, BIAS)
+    assert features == [(68.0, 103.0), (43.0, 135.0), (36.0, 71.0)]
+    assert targets == target_ranges(WEIGHT, BIAS, features)
 
 
 def test_observe_counts_rows_outside_the_range_and_fills_buckets() -> None:
@@ -76,7 +78,8 @@ def test_bulk_update_equals_prometheus_observe() -> None:
         }
 
     expected, got = samples(registry_a), samples(registry_b)
-    assert abs(got.pop(("h_sum", "")) - expected.pop(("h_sum", ""))) < 1e-6
+    # the service sums float32 inputs in float64: the same to float32 precision
+    assert got.pop(("h_sum", "")) == pytest.approx(expected.pop(("h_sum", "")), rel=1e-6)
     assert got == expected  # every bucket and the count
 
 
@@ -84,7 +87,7 @@ def test_the_few_rows_path_counts_exactly_as_the_vectorized_one() -> None:
     ranges = target_ranges(WEIGHT, BIAS, FEATURES)
     rng = np.random.default_rng(1)
     rows = rng.uniform([40, 0, 0], [130, 200, 100], size=(200, 3)).astype(np.float32)
-    rows[:3] = [[68.0, 43.0, 36.0], [103.0, 135.0, 71.0], [50.5, 0.0, 100.0]]  # on bounds
+    rows[:3] = [[68.0, 100.0, 36.0], [103.0, 135.0, 50.0], [50.5, 0.0, 100.0]]  # features on bounds
     outputs = np.asarray(rows @ WEIGHT.T + BIAS, dtype=np.float32)
     one_call, row_by_row = Monitor(FEATURES, ranges), Monitor(FEATURES, ranges)
     one_call.observe(rows, outputs)

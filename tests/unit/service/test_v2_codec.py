@@ -63,6 +63,9 @@ def test_bulk_json_takes_the_simdjson_path_with_the_same_result() -> None:
     body = json.dumps(json_request(rows)).encode()
     assert len(body) > codec.SIMDJSON_FROM_BYTES
     np.testing.assert_array_equal(decode(body).rows, rows.astype(np.float32))
+    too_big = body.replace(b'"data": [', b'"data": [18910126700947378176, ', 1)  # beyond 64 bits
+    with pytest.raises(codec.V2Error, match="could not be read as JSON"):
+        decode(too_big)
     bad = body.replace(b'"data": [', b'"data": [1, "x", ', 1)  # a string as element 1
     with pytest.raises(codec.V2Error, match=r"element 1 is 'x', not a number"):
         decode(bad)

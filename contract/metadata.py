@@ -1,0 +1,139 @@
+"""The metadata of a model-store entry, typed: written by ``training``, validated by ``service``.
+
+BentoML keeps an entry's metadata as plain YAML next to its files; this model is the one
+definition of its layout. ``schema_version`` says which layout an entry has: a change that
+an older reader cannot take bumps ``METADATA_SCHEMA_VERSION``, and a reader refuses
+versions it does not know with one clear message (``read_metadata``) instead of failing
+somewhere later on a missing key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from contract import FEATURE_NAMES, METADATA_SCHEMA_VERSION, TARGET_NAMES
+
+SUPPORTED_SCHEMA_VERSIONS = (METADATA_SCHEMA_VERSION,)
+STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSummary(BaseModel):
+    """A feature and the range of its values in the training data."""
+
+    model_config = STRICT
+    name: str
+    unit: str
+    description: str
+    train_min: float = Field(description="Smallest value in the training data")
+    train_max: float = Field(description="Largest value in the training data")
+
+
+class TargetSummary(BaseModel):
+    model_config = STRICT
+    name: str
+    unit: str
+    description: str
+
+
+class TargetMetrics(BaseModel):
+    model_config = STRICT
+    mse: float
+    rmse: float
+    r2: float | None = Field(None, description="Absent for a constant target (undefined)")
+
+
+class FitSummary(BaseModel):
+    model_config = STRICT
+    mse: float
+    optimal_mse: float = Field(description="The closed-form least-squares optimum's MSE")
+    optimality_gap: float = Field(description="(mse - optimal_mse) / optimal_mse, scaled for tiny optima")
+    epochs_run: int
+    converged: bool
+    final_loss: float
+    seconds: float
+
+
+class DataSummary(BaseModel):
+    model_config = STRICT
+    source: str
+    sha256: str
+    rows: int
+    train_rows: int
+    holdout_rows: int
+
+
+class Hyperparameters(BaseModel):
+    model_config = STRICT
+    epochs: int
+    lr: float
+    standardize: bool
+    max_gap: float
+    holdout_fraction: float
+    batch_size: int
+
+
+class ModelMetadata(BaseModel):
+    """Everything an entry records besides its weights (``contract.WEIGHTS_FILE``)."""
+
+    model_config = STRICT
+    schema_version: int
+    weights_file: str
+    features: list[FeatureSummary]
+    targets: list[TargetSummary]
+    metrics: dict[str, dict[str, TargetMetrics]] = Field(description="Per split (train, holdout), per target")
+    fit: FitSummary
+    data: DataSummary
+    hyperparameters: Hyperparameters
+    seed: int
+    versions: dict[str, str] = Field(description="Python and package versions of the training run")
+
+    @field_validator("features")
+    @classmethod
+    def _the_models_features(cls, features: list[FeatureSummary]) -> list[FeatureSummary]:
+        names = tuple(f.name for f in features)
+        if names != FEATURE_NAMES:
+            raise ValueError(f"features are {list(names)}, expected {list(FEATURE_NAMES)}")
+        return features
+
+    @field_validator("targets")
+    @classmethod
+    def _the_models_targets(cls, targets: list[TargetSummary]) -> list[TargetSummary]:
+        names = tuple(t.name for t in targets)
+        if names != TARGET_NAMES:
+            raise ValueError(f"targets are {list(names)}, expected {list(TARGET_NAMES)}")
+        return targets
+
+    def to_store(self) -> dict[str, Any]:
+        """The plain dict BentoML stores (it takes no None values)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def range_of(self, feature: str) -> tuple[float, float]:
+        summary = next(f for f in self.features if f.name == feature)
+        return summary.train_min, summary.train_max
+
+
+class MetadataError(ValueError):
+    """An entry's metadata has an unknown layout version or does not follow the layout."""
+
+
+def read_metadata(raw: Mapping[str, Any], tag: str) -> ModelMetadata:
+    """Validate an entry's metadata; ``MetadataError`` with one line naming tag and problem."""
+    supported = ", ".join(map(str, SUPPORTED_SCHEMA_VERSIONS))
+    found = raw.get("schema_version")
+    if found not in SUPPORTED_SCHEMA_VERSIONS:
+        raise MetadataError(
+            f"model {tag} has metadata schema_version {found!r}; this version reads {supported}: "
+            "serve it with the release that trained it, or retrain it with this one"
+        )
+    try:
+        return ModelMetadata.model_validate(dict(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "metadata"
+        more = f" ({exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise MetadataError(
+            f"model {tag} has malformed metadata (schema_version {found}): {where}: {first['msg']}{more}"
+        ) from None

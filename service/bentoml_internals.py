@@ -1,0 +1,23 @@
+"""The one place that touches BentoML's private modules and names.
+
+``bentoml==1.4.39`` is pinned exactly, and ``tests/unit/service/test_bentoml_internals.py``
+pins the behaviour relied on here, so that a BentoML upgrade that changes any of it fails in
+that one test file, naming what moved. Everything else in ``contract``, ``training`` and
+``service`` uses BentoML's public API or its environment variables.
+"""
+
+from __future__ import annotations
+
+# The adaptive batching dispatcher behind ``@bentoml.api(batchable=True)``. The public way
+# to reach it from another endpoint is ``self.to_async.<method>``: in 1.4 that is an
+# in-process HTTP round trip per call whose client session is recycled every 100 calls,
+# which broke calls in flight under sustained load (docs/bentoml-1.4.md). Awaiting the
+# dispatcher directly keeps the same algorithm without the hop; no public API exposes it.
+from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+# BentoML logs every rejected request body as an ERROR with a traceback on this logger
+# (``log_exception`` in the module of that name). No setting changes that, so
+# ``runtime.QuietValidationErrors`` filters that logger by name.
+VALIDATION_LOGGER = "bentoml._internal.server.http_app"
+
+__all__ = ["VALIDATION_LOGGER", "CorkDispatcher"]

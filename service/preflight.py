@@ -1,0 +1,53 @@
+"""Checks made once before any worker starts: a start-up that cannot succeed stops with one
+clear line and exit status 2, instead of tracebacks from workers that BentoML keeps
+restarting.
+
+Run by ``python -m service`` before it starts ``bentoml serve``, and by ``bentoml serve``
+itself through the service's ``@bentoml.on_deployment`` hook (BentoML runs those hooks in
+its serving process, before it starts workers).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from contract import WEIGHTS_FILE
+from contract.metadata import MetadataError, read_metadata
+from service.device import DeviceUnavailableError, resolve_device
+from service.model import missing_model_message
+from service.settings import Settings
+
+EXIT_STATUS = 2
+
+
+def problem(settings: Settings) -> str | None:
+    """Why the configured model cannot be served here, or None."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    tag = settings.model_tag
+    try:
+        stored = bentoml.models.get(tag)
+    except ValueError as exc:  # a malformed tag
+        return f"CROP_YIELD_MODEL_TAG={tag!r} is not a valid tag: {exc}"
+    except NotFound:
+        return missing_model_message(tag)
+    try:
+        read_metadata(stored.info.metadata, str(stored.tag))
+    except MetadataError as exc:
+        return str(exc)
+    if not (Path(stored.path) / WEIGHTS_FILE).is_file():
+        return f"model {stored.tag} has no {WEIGHTS_FILE} (not a crop-yield model entry?)"
+    try:
+        resolve_device(settings.device)
+    except DeviceUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+def exit_on_problem(settings: Settings) -> None:
+    message = problem(settings)
+    if message is not None:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_STATUS)

@@ -1,0 +1,75 @@
+"""What the service relies on of BentoML's private internals (``service.bentoml_internals``)
+and of its defaults, pinned: after a BentoML upgrade, this file names what moved."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contract import store_home
+from service.bentoml_internals import VALIDATION_LOGGER, CorkDispatcher
+
+
+def test_dispatcher_constructor_takes_what_row_batcher_passes() -> None:
+    parameters = inspect.signature(CorkDispatcher.__init__).parameters
+    for name in ("max_latency_in_ms", "max_batch_size", "fallback", "get_batch_size", "batch_dim"):
+        assert name in parameters, f"CorkDispatcher no longer takes {name!r}: update service/batching.py"
+
+
+def test_dispatcher_merges_concurrent_calls_and_splits_results_per_caller() -> None:
+    batches: list[int] = []
+
+    async def callback(parts: list[np.ndarray]) -> list[np.ndarray]:
+        batches.append(sum(len(p) for p in parts))
+        return [p * 2 for p in parts]
+
+    async def scenario() -> list[np.ndarray]:
+        dispatcher: CorkDispatcher[np.ndarray, np.ndarray] = CorkDispatcher(
+            max_latency_in_ms=5000,
+            max_batch_size=100,
+            fallback=lambda: None,
+            get_batch_size=lambda rows: int(rows.shape[0]),
+            batch_dim=(0, 0),
+        )
+        call = dispatcher(callback)
+        try:
+            return await asyncio.gather(*(call(np.full((2, 3), i)) for i in range(20)))  # type: ignore[arg-type]
+        finally:
+            dispatcher.shutdown()
+
+    results = asyncio.run(scenario())
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result, np.full((2, 3), 2 * i))
+    assert sum(batches) == 40
+    assert len(batches) < 20, "the dispatcher no longer merges concurrent calls"
+
+
+def test_shed_calls_end_in_the_fallback() -> None:
+    """Rows that wait too long are cancelled inside the dispatcher, which then calls
+    ``fallback``: RowBatcher's raises ServiceUnavailable, answered 503 with Retry-After."""
+    source = inspect.getsource(CorkDispatcher.__call__)
+    assert "except asyncio.CancelledError" in source
+    assert "return self.fallback()" in source
+
+
+def test_the_validation_logger_is_the_one_bentoml_logs_rejected_bodies_on() -> None:
+    http_app = importlib.import_module(VALIDATION_LOGGER)
+    assert isinstance(http_app.logger, logging.Logger)
+    assert http_app.logger.name == VALIDATION_LOGGER
+    app_module = importlib.import_module("_bentoml_impl.server.app")
+    assert app_module.log_exception is http_app.log_exception, "BentoML logs rejected bodies elsewhere now"
+
+
+def test_store_home_is_where_bentoml_keeps_its_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    # The process's BentoML home (tests/conftest.py points BENTOML_HOME at a temporary folder)
+    assert Path(BentoMLContainer.bentoml_home.get()) == store_home()
+    monkeypatch.delenv("BENTOML_HOME")
+    assert store_home() == Path.home() / "bentoml"  # BentoML's documented default
