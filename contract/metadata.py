@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from contract import FEATURE_NAMES, METADATA_SCHEMA_VERSION, TARGET_NAMES
 
@@ -90,21 +90,14 @@ class ModelMetadata(BaseModel):
     seed: int
     versions: dict[str, str] = Field(description="Python and package versions of the training run")
 
-    @field_validator("features")
+    @field_validator("features", "targets")
     @classmethod
-    def _the_models_features(cls, features: list[FeatureSummary]) -> list[FeatureSummary]:
-        names = tuple(f.name for f in features)
-        if names != FEATURE_NAMES:
-            raise ValueError(f"features are {list(names)}, expected {list(FEATURE_NAMES)}")
-        return features
-
-    @field_validator("targets")
-    @classmethod
-    def _the_models_targets(cls, targets: list[TargetSummary]) -> list[TargetSummary]:
-        names = tuple(t.name for t in targets)
-        if names != TARGET_NAMES:
-            raise ValueError(f"targets are {list(names)}, expected {list(TARGET_NAMES)}")
-        return targets
+    def _the_models_columns(cls, columns: list[Any], info: ValidationInfo) -> list[Any]:
+        expected = FEATURE_NAMES if info.field_name == "features" else TARGET_NAMES
+        names = tuple(c.name for c in columns)
+        if names != expected:
+            raise ValueError(f"{info.field_name} are {list(names)}, expected {list(expected)}")
+        return columns
 
     def to_store(self) -> dict[str, Any]:
         """The plain dict BentoML stores (it takes no None values)."""
