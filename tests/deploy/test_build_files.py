@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -49,3 +50,23 @@ def test_version_has_one_source() -> None:
     from importlib.metadata import version
 
     assert version("crop-yield-service") == __version__
+
+
+def test_the_repository_stands_alone() -> None:
+    """Nothing points outside the repository: a user who clones it has only what is in it."""
+    outside = re.compile(r"\.\./" + "shared" + r"\b|/work/" + "main")
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    offenders = []
+    for name in tracked:
+        path = REPO_ROOT / name
+        if path.suffix in (".gz", ".png") or not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if outside.search(line):
+                offenders.append(f"{name}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+    readme = (REPO_ROOT / "README.md").read_text()
+    for link in re.findall(r"\]\((docs/[^)]+)\)", readme):
+        assert (REPO_ROOT / link).is_file(), link
