@@ -29,9 +29,13 @@ train: setup
 	$(PY) -m training $(ARGS)
 
 ## Set up (including podman for the container tests), then lint, type-check and run the
-## whole test suite: unit, integration, deploy and container tiers (what CI runs).
+## whole test suite: unit, integration, deploy and container tiers (what CI runs), with
+## coverage of the packages (served subprocesses included) printed and held to fail_under.
 test: setup container-setup monitoring-setup lint typecheck
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m coverage erase
+	$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
+	$(PY) -m coverage combine --quiet
+	$(PY) -m coverage report
 
 ## podman and a python:3.11-slim base image (a local stand-in where no registry is reachable).
 container-setup:

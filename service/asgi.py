@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.paths import is_v2
+
+if TYPE_CHECKING:
+    from service.errors import ApiError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,20 +47,21 @@ def error_body(path: str, error: str, loc: list[str | int], msg: str) -> bytes:
 async def send_error(
     send: Send,
     scope: Scope,
-    status: int,
-    error: str,
+    error: ApiError,
     loc: list[str | int],
     msg: str,
     headers: Headers = (),
 ) -> None:
-    payload = error_body(scope["path"], error, loc, msg)
+    """Answer ``error`` (an entry of ``service.errors.TABLE``) with its status and headers."""
+    payload = error_body(scope["path"], error.error, loc, msg)
     await send(
         {
             "type": "http.response.start",
-            "status": status,
+            "status": error.status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                *error.headers,
                 *headers,
             ],
         }

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from service import errors
 from service.asgi import ASGIApp, Message, Receive, Scope, Send, header, send_error
 from service.paths import is_v2
 
@@ -34,8 +35,7 @@ class BearerAuth:
                 await send_error(
                     send,
                     scope,
-                    401,
-                    "unauthorized",
+                    errors.UNAUTHORIZED,
                     ["header", "authorization"],
                     "send the service token as 'Authorization: Bearer <token>'",
                     ((b"www-authenticate", b'Bearer realm="crop-yield"'),),
@@ -56,7 +56,7 @@ class UnroutableV2Paths:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and "\n" in scope["path"] and is_v2(scope["path"]):
-            await send_error(send, scope, 404, "not found", ["path"], "no such route or model")
+            await send_error(send, scope, errors.NOT_FOUND, ["path"], "no such route or model")
             return
         await self.app(scope, receive, send)
 
@@ -79,8 +79,7 @@ class JsonOnly:
                 await send_error(
                     send,
                     scope,
-                    415,
-                    "unsupported media type",
+                    errors.UNSUPPORTED_MEDIA_TYPE,
                     ["header", "content-type"],
                     f"send a JSON body with Content-Type: application/json, not {content_type!r}",
                 )

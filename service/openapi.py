@@ -2,7 +2,7 @@
 service really answers (clients and schemathesis read it):
 
 - error bodies: ``detail`` is a list of ``{type, loc, msg}``, not a string;
-- the statuses the guards and BentoML's traffic control add (401, 413, 415, 429, 503, 504);
+- every error of ``service.errors.TABLE``, on each operation it applies to;
 - request bodies are required;
 - the bearer-token scheme, when authentication is on;
 - the Open Inference Protocol's routes: their ``{"error": message}`` body, the request
@@ -16,6 +16,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from service import errors
 from service.paths import is_protected, is_v2
 from service.v2.openapi import v2_openapi
 
@@ -40,14 +41,6 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 
-POST_ERRORS = {
-    "400": "Malformed JSON, wrong types, out-of-range values, missing or unknown fields",
-    "413": "Request body larger than CROP_YIELD_MAX_BODY_BYTES",
-    "415": "Content-Type is not application/json",
-    "429": "More concurrent requests than CROP_YIELD_MAX_CONCURRENCY",
-    "503": "Rows waited longer than CROP_YIELD_MAX_LATENCY_MS in the batching queue",
-    "504": "Not answered within CROP_YIELD_REQUEST_TIMEOUT",
-}
 REF = "#/components/schemas/{model}"
 
 
@@ -85,13 +78,12 @@ def patch_spec(
             responses = operation.setdefault("responses", {})
             if method == "post":
                 operation.get("requestBody", {})["required"] = True
-                for status, description in POST_ERRORS.items():
-                    if not (is_v2(path) and status in responses):  # keep the V2 routes' own wording
-                        responses[status] = _error_response(description, path)
+            for error in errors.TABLE:
+                if error.applies(path, method) and (auth or error is not errors.UNAUTHORIZED):
+                    responses[str(error.status)] = _error_response(error.description, path)
             if model is not None:
                 _pin_served_model(operation, model)
             if auth and is_protected(path):
-                responses["401"] = _error_response("Missing or wrong bearer token", path)
                 operation["security"] = [{"bearerAuth": []}]
     if auth:
         spec["components"].setdefault("securitySchemes", {})["bearerAuth"] = {

@@ -21,8 +21,8 @@ from bentoml.exceptions import NotFound, ServiceUnavailable
 from starlette.responses import Response
 
 from contract import FEATURE_NAMES, FEATURES, TARGETS, __version__
-from service import convert, logs, metrics, monitoring, paths, preflight, runtime
-from service.asgi import RETRY_AFTER, error_body
+from service import convert, errors, logs, metrics, monitoring, paths, preflight, runtime
+from service.asgi import error_body
 from service.batching import RowBatcher
 from service.device import resolve_device, wants_gpu
 from service.middleware import BearerAuth, JsonOnly, PatchedOpenAPI, UnroutableV2Paths
@@ -63,10 +63,11 @@ log = logging.getLogger("crop_yield.service")
 def overloaded(path: str, reason: str) -> Response:
     """503 with Retry-After for rows shed by the batching queue: normal under overload, so
     one INFO line, not BentoML's generic message with an ERROR traceback."""
-    log.info("answered 503: %s", reason, extra={"status": 503})
-    body = error_body(path, "overloaded", [], f"{reason}; retry after the Retry-After seconds")
-    headers = {k.decode(): v.decode() for k, v in RETRY_AFTER}
-    return Response(body, status_code=503, media_type="application/json", headers=headers)
+    error = errors.OVERLOADED
+    log.info("answered %d: %s", error.status, reason, extra={"status": error.status})
+    body = error_body(path, error.error, [], f"{reason}; retry after the Retry-After seconds")
+    headers = {k.decode(): v.decode() for k, v in error.headers}
+    return Response(body, status_code=error.status, media_type="application/json", headers=headers)
 
 
 @bentoml.asgi_app(mounted_app, path="/")

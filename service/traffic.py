@@ -24,13 +24,13 @@ import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 
-from service.asgi import RETRY_AFTER, ASGIApp, Message, Receive, Scope, Send, header, send_error
+from service import errors
+from service.asgi import ASGIApp, Message, Receive, Scope, Send, header, send_error
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("crop_yield_request_id", default=None)
 ROUTE: ContextVar[str | None] = ContextVar("crop_yield_route", default=None)
 SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 """A client's X-Request-ID is kept when it is 1 to 128 printable ASCII characters, no spaces."""
-CLOSE: tuple[tuple[bytes, bytes], ...] = ((b"connection", b"close"),)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 log = logging.getLogger("crop_yield.traffic")
@@ -77,8 +77,7 @@ class RequestContext:
                 await send_error(
                     send_with_id,
                     scope,
-                    504,
-                    "timeout",
+                    errors.TIMEOUT,
                     [],
                     f"not answered within {self.timeout:g} s (CROP_YIELD_REQUEST_TIMEOUT)",
                 )
@@ -131,12 +130,10 @@ class RequestGate:
                 await send_error(
                     send,
                     scope,
-                    408,
-                    "request timeout",
+                    errors.REQUEST_TIMEOUT,
                     ["body"],
                     f"the request body did not arrive within {self.body_timeout:g} s "
                     "(CROP_YIELD_BODY_TIMEOUT)",
-                    CLOSE,
                 )
                 return
             except _TooLargeError:
@@ -153,12 +150,10 @@ class RequestGate:
             await send_error(
                 send,
                 scope,
-                429,
-                "too many requests",
+                errors.TOO_MANY_REQUESTS,
                 [],
                 f"{self.in_flight} requests are in progress (CROP_YIELD_MAX_CONCURRENCY); "
                 "retry after the Retry-After seconds",
-                RETRY_AFTER,
             )
             return
         self.in_flight += 1
@@ -186,12 +181,10 @@ class RequestGate:
         await send_error(
             send,
             scope,
-            413,
-            "request too large",
+            errors.TOO_LARGE,
             ["body"],
             f"request bodies are limited to {self.max_bytes} bytes (CROP_YIELD_MAX_BODY_BYTES); "
             "split the rows into several requests",
-            CLOSE,
         )
 
 

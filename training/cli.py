@@ -191,7 +191,8 @@ def _report(outcome: TrainOutcome) -> None:
     fit, data = meta.fit, meta.data
     lines = [
         f"data: {data.source} ({data.rows} rows, {data.holdout_rows} held out)",
-        f"fit: {fit.epochs_run} epochs ({'converged' if fit.converged else 'epoch limit'}) in {fit.seconds:.2f} s",
+        f"fit: {fit.epochs_run} epochs ({'converged' if fit.converged else 'epoch limit'}) "
+        f"in {fit.seconds:.2f} s",
         f"MSE {fit.mse:.6g} vs least-squares {fit.optimal_mse:.6g}: optimality gap {fit.optimality_gap:.3g}",
     ]
     for split, per_target in meta.metrics.items():

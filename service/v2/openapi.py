@@ -62,9 +62,7 @@ async def _version(
 
 def _add(router: APIRouter, op: Operation) -> None:
     stub = _version if "{version}" in op.path else _model if "{model_name}" in op.path else _no_parameters
-    responses: dict[int | str, dict[str, Any]] = {
-        status: {"model": V2Error, "description": text} for status, text in op.errors.items()
-    }
+    responses: dict[int | str, dict[str, Any]] = {}  # errors: service.openapi adds them from one table
     if op.method == "POST":
         responses[200] = {
             "description": "Predictions; JSON, or JSON + binary tensors when asked for",
@@ -94,6 +92,7 @@ def v2_openapi() -> dict[str, Any]:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     request_schema = InferenceRequest.model_json_schema(ref_template=REF)
     schemas.update({**request_schema.pop("$defs", {}), "InferenceRequest": request_schema})
+    schemas["V2Error"] = V2Error.model_json_schema(ref_template=REF)
     for item in document["paths"].values():
         for operation in item.values():
             operation["responses"].pop("422", None)  # path parameters are strings: never invalid

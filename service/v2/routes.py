@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import bentoml
@@ -29,13 +29,12 @@ from starlette.responses import Response
 from starlette.routing import Route, compile_path
 
 from contract import FEATURE_NAMES, TARGET_NAMES, __version__
-from service import asgi
+from service import errors
 from service.v2 import codec, schemas
 
 SERVER_NAME = "crop-yield-service"
 EXTENSIONS = ["binary_tensor_data"]
 BODY_TYPES = frozenset({"", "application/json", "application/octet-stream"})
-RETRY_AFTER_S = str(asgi.RETRY_AFTER_S)
 log = logging.getLogger("crop_yield.v2")
 
 
@@ -67,25 +66,29 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
 
 
-def error(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
-    return json_response({"error": message}, status, headers)
+def error(message: str, kind: errors.ApiError | int, headers: dict[str, str] | None = None) -> Response:
+    """The protocol's ``{"error": message}`` with the status (and headers) of ``kind``."""
+    if isinstance(kind, int):  # 405 for a method no operation has: not in the table
+        return json_response({"error": message}, kind, headers)
+    own = {k.decode(): v.decode() for k, v in kind.headers}
+    return json_response({"error": message}, kind.status, {**own, **(headers or {})})
 
 
 def _resolve(request: Request) -> tuple[ServedModel, str, str] | Response:
     """The served model when the path names it, else the error response to send."""
     service = served()
     if service is None:
-        return error("the model is still loading", 503, {"retry-after": RETRY_AFTER_S})
+        return error("the model is still loading", errors.OVERLOADED)
     name, _, served_version = service.model_tag.partition(":")
     asked = request.path_params["model_name"]
     if asked != name:
-        return error(f"model {asked!r} is not served here; this server serves {name!r}", 404)
+        return error(f"model {asked!r} is not served here; this server serves {name!r}", errors.NOT_FOUND)
     version = request.path_params.get("version")
     if version is not None and version != served_version:
         return error(
             f"version {version!r} of model {name!r} is not served here; the served version is "
             f"{served_version!r}",
-            404,
+            errors.NOT_FOUND,
         )
     return service, name, served_version
 
@@ -146,7 +149,7 @@ async def infer(request: Request) -> Response:
         return error(
             "send the request as application/json, or application/octet-stream with "
             f"binary tensors, not {media_type!r}",
-            415,
+            errors.UNSUPPORTED_MEDIA_TYPE,
         )
     try:
         decoded = codec.decode_request(
@@ -154,27 +157,15 @@ async def infer(request: Request) -> Response:
         )
         outputs = await service.predict_rows(decoded.rows, "v2_infer")
     except codec.V2Error as exc:
-        return error(exc.message, exc.status)
+        return error(exc.message, errors.INVALID)
     except ServiceUnavailable as exc:
-        log.info("answered 503: %s", exc, extra={"status": 503})
-        return error(
-            f"overloaded: {exc}; retry after the Retry-After seconds", 503, {"retry-after": RETRY_AFTER_S}
-        )
+        log.info("answered %d: %s", errors.OVERLOADED.status, exc, extra={"status": errors.OVERLOADED.status})
+        return error(f"overloaded: {exc}; retry after the Retry-After seconds", errors.OVERLOADED)
     body, headers = codec.encode_response(decoded, outputs, name, version)
     return Response(body, headers=headers)
 
 
 # -- the route table (served here, documented by service.v2.openapi) --------------------
-
-Errors = dict[int, str]
-NOT_SERVED: Errors = {404: "No such model or version is served"}
-NOT_READY: Errors = {503: "The model is still loading or warming up"}
-INFER_ERRORS: Errors = {
-    **NOT_SERVED,
-    400: "Malformed request: the message names the tensor and, where it applies, the element",
-    415: "Content-Type is neither JSON nor application/octet-stream",
-    503: "Overloaded (rows waited too long for the model) or still loading; retry after Retry-After",
-}
 
 
 @dataclass(frozen=True)
@@ -184,8 +175,8 @@ class Operation:
     endpoint: Callable[[Request], Awaitable[Response]]
     summary: str
     response_model: type[BaseModel]
-    errors: Errors = field(default_factory=dict)
     description: str = ""
+    """Errors are documented from ``service.errors.TABLE`` (by ``service.openapi``)."""
 
 
 MODEL = "/v2/models/{model_name}"
@@ -197,30 +188,24 @@ INFER_DOC = (
 OPERATIONS: tuple[Operation, ...] = (
     Operation("/v2", "GET", server_metadata, "Server metadata", schemas.ServerMetadata),
     Operation("/v2/health/live", "GET", server_live, "Server live", schemas.ServerLive),
-    Operation("/v2/health/ready", "GET", server_ready, "Server ready", schemas.ServerReady, NOT_READY),
-    Operation(MODEL, "GET", model_metadata, "Model metadata", schemas.ModelMetadata, NOT_SERVED),
-    Operation(VERSION, "GET", model_metadata, "Model metadata (version)", schemas.ModelMetadata, NOT_SERVED),
-    Operation(
-        f"{MODEL}/ready", "GET", model_ready, "Model ready", schemas.ModelReady, NOT_SERVED | NOT_READY
-    ),
+    Operation("/v2/health/ready", "GET", server_ready, "Server ready", schemas.ServerReady),
+    Operation(MODEL, "GET", model_metadata, "Model metadata", schemas.ModelMetadata),
+    Operation(VERSION, "GET", model_metadata, "Model metadata (version)", schemas.ModelMetadata),
+    Operation(f"{MODEL}/ready", "GET", model_ready, "Model ready", schemas.ModelReady),
     Operation(
         f"{VERSION}/ready",
         "GET",
         model_ready,
         "Model ready (version)",
         schemas.ModelReady,
-        NOT_SERVED | NOT_READY,
     ),
-    Operation(
-        f"{MODEL}/infer", "POST", infer, "Inference", schemas.InferenceResponse, INFER_ERRORS, INFER_DOC
-    ),
+    Operation(f"{MODEL}/infer", "POST", infer, "Inference", schemas.InferenceResponse, INFER_DOC),
     Operation(
         f"{VERSION}/infer",
         "POST",
         infer,
         "Inference (version)",
         schemas.InferenceResponse,
-        INFER_ERRORS,
         INFER_DOC,
     ),
 )
@@ -234,7 +219,7 @@ async def no_such_route(request: Request) -> Response:
     if allowed:
         message = f"{request.method} is not allowed here; use {', '.join(allowed)}"
         return error(message, 405, {"allow": ", ".join(allowed)})
-    return error(f"no V2 route {request.url.path!r}; the routes are listed in /docs.json", 404)
+    return error(f"no V2 route {request.url.path!r}; the routes are listed in /docs.json", errors.NOT_FOUND)
 
 
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

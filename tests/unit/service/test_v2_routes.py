@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from service.openapi import patch_spec
 from service.v2 import routes
 from service.v2.openapi import v2_openapi
 from tests.v2_cases import ONE_ROW
@@ -92,6 +93,9 @@ def test_openapi_describes_every_route() -> None:
     assert described == {(op.path, op.method) for op in routes.OPERATIONS}
     infer = document["paths"]["/v2/models/{model_name}/infer"]["post"]
     assert infer["requestBody"]["required"] is True
-    assert {"400", "404", "415", "503"} <= set(infer["responses"])
     assert "422" not in infer["responses"]
     assert "InferenceRequest" in document["components"]["schemas"]
+    patched = patch_spec({"paths": {}}, auth=True)["paths"]["/v2/models/{model_name}/infer"]["post"]
+    assert {"400", "401", "404", "408", "413", "415", "429", "503", "504"} <= set(patched["responses"])
+    error = patched["responses"]["400"]["content"]["application/json"]["schema"]
+    assert error == {"$ref": "#/components/schemas/V2Error"}
