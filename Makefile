@@ -67,7 +67,7 @@ format: setup
 
 ## Benchmarks (figures for the issue notes; not tests).
 bench: setup
-	$(PY) benchmarks/training_bench.py $(ARGS)
+	$(PY) -m benchmarks.training_bench $(ARGS)
 
 bench-service: setup
 	command -v wrk >/dev/null || apt-get install -y -qq wrk  # the load generator (Debian package)
@@ -88,7 +88,7 @@ loadtest: setup
 
 ## Soak: serve, run 50 users for 5 minutes, report failures and worker memory growth.
 soak: setup
-	$(PY) loadtest/soak.py $(ARGS)
+	$(PY) -m loadtest.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

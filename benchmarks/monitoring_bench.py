@@ -18,7 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.service_bench import ROOT, SINGLE, free_port, run_wrk, start, stop, wrk_script
+from benchmarks.service_bench import ROOT, SINGLE, run_wrk, start, wrk_script
+from devtools.served import free_port, stop
 
 
 def main() -> None:

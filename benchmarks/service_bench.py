@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
+
+from devtools.served import free_port, launch, stop, wait_ready, worker_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 SINGLE = {"inputs": [{"temperature": 73.0, "rainfall": 67.0, "humidity": 43.0}]}
@@ -65,50 +65,14 @@ class Server:
     ready_s: float
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(name: str, command: list[str], env: dict[str, str], port: int) -> Server:
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = launch(command, env, None)
     url = f"http://127.0.0.1:{port}"
-    while time.perf_counter() - started < 60:
-        if process.poll() is not None:
-            raise SystemExit(f"{name} exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Server(name, process, url, time.perf_counter() - started)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    stop(process)
-    raise SystemExit(f"{name} did not become ready")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-
-
-def worker_rss_mb(process: subprocess.Popen[bytes]) -> float:
-    """Largest resident set among the server's processes (the worker holds the model)."""
-    parent = psutil.Process(process.pid)
-    procs = [parent, *parent.children(recursive=True)]
-    return max(p.memory_info().rss for p in procs) / 2**20
+    try:
+        ready_s = wait_ready(process, url)
+    except RuntimeError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
+    return Server(name, process, url, ready_s)
 
 
 def wrk_script(path: Path, body: dict[str, object]) -> Path:

@@ -30,13 +30,12 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file
 from torch.utils.data import DataLoader, TensorDataset
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from contract import FEATURE_NAMES, TARGET_NAMES, WEIGHTS_FILE
+from training.data import load_builtin
+from training.evaluation import least_squares, mse, optimality_gap
+from training.fit import FitConfig, fit_linear
 
-from contract import FEATURE_NAMES, TARGET_NAMES, WEIGHTS_FILE  # noqa: E402
-from training.data import load_builtin  # noqa: E402
-from training.evaluation import least_squares, mse, optimality_gap  # noqa: E402
-from training.fit import FitConfig, fit_linear  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TRUE_WEIGHT = np.array([[-0.4, 0.85, 0.7], [-0.7, 0.6, 1.1]])
 TRUE_BIAS = np.array([20.0, 30.0])

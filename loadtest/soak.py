@@ -1,6 +1,6 @@
 """Soak test: serve the model, hold a locust load for minutes, watch for failures and leaks.
 
-    .venv/bin/python loadtest/soak.py [--users 50] [--minutes 5] [--report-dir reports/soak]
+    .venv/bin/python -m loadtest.soak [--users 50] [--minutes 5] [--report-dir reports/soak]
 
 Trains the default model into a temporary store, starts ``python -m service``, runs the
 locustfile headless, and samples the worker's resident memory every 5 s. Memory growth
@@ -21,10 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.service_bench import free_port, start, stop, worker_rss_mb  # noqa: E402
+from benchmarks.service_bench import start
+from devtools.served import REPO_ROOT as ROOT
+from devtools.served import free_port, stop, worker_rss_mb
 
 WARM_UP_S = 60
 

@@ -19,6 +19,24 @@ os.environ["BENTOML_HOME"] = str(_SESSION_HOME)
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
 
+TIER_MARKERS = {
+    "unit": ("unit",),
+    "integration": ("integration",),
+    "deploy": ("deploy",),
+    "container": ("container", "slow"),
+}
+"""Markers each test gets from its directory: ``pytest -m unit`` runs milliseconds-fast tests,
+``-m "not container"`` everything but the image builds."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(here).parts[0]
+        for marker in TIER_MARKERS.get(tier, ()):
+            item.add_marker(marker)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 

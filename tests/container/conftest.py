@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,14 +16,6 @@ from tests.helpers import REPO_ROOT, require_tool
 
 IMAGE = "localhost/crop-yield:test"
 CONTAINERS_CONF = REPO_ROOT / "deploy" / "podman" / "containers.conf"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.container)
-            item.add_marker(pytest.mark.slow)
 
 
 def podman(
