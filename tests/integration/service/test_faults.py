@@ -78,6 +78,14 @@ def service(trained_home: tuple[Path, str], tmp_path: Path) -> Iterator[tuple[in
     stop_service(process)
 
 
+def wait_for_answers(load: SteadyLoad, more_than: int, timeout: float = 10) -> None:
+    """Until the load has seen more than ``more_than`` answers 200 (an event, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while load.outcomes["HTTP 200"] <= more_than:
+        assert time.monotonic() < deadline, f"no more answers within {timeout} s: {load.outcomes}"
+        time.sleep(0.05)
+
+
 def test_sigterm_during_load_drains_in_flight_requests(service: tuple[int, str]) -> None:
     pid, url = service
     host, port = url.removeprefix("http://").split(":")
@@ -87,7 +95,7 @@ def test_sigterm_during_load_drains_in_flight_requests(service: tuple[int, str])
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
     with SteadyLoad(url) as load:
-        time.sleep(1.5)
+        wait_for_answers(load, 20)  # the load is flowing
         # A request provably in flight: headers and half its body are in, the rest comes
         # after SIGTERM. It must still be answered 200.
         in_flight = socket.create_connection((host, int(port)))
@@ -121,7 +129,7 @@ def test_a_killed_worker_is_replaced(service: tuple[int, str]) -> None:
     pid, url = service
     (worker,) = workers(pid)
     with SteadyLoad(url) as load:
-        time.sleep(1.0)
+        wait_for_answers(load, 20)
         os.kill(worker, signal.SIGKILL)
         killed = time.monotonic()
         replaced_after = None
@@ -136,9 +144,7 @@ def test_a_killed_worker_is_replaced(service: tuple[int, str]) -> None:
                     pass
             time.sleep(0.1)
         assert replaced_after is not None, "no new worker became ready within 30 s"
-        before = load.outcomes["HTTP 200"]
-        time.sleep(1.5)
-        assert load.outcomes["HTTP 200"] > before  # serving again under load
+        wait_for_answers(load, load.outcomes["HTTP 200"])  # serving again under load
     assert httpx.get(f"{url}/livez").status_code == 200
     assert not {k for k in load.outcomes if k.startswith("HTTP") and k != "HTTP 200"}, load.outcomes
     print(f"worker killed under load: replaced and ready after {replaced_after:.1f} s; {dict(load.outcomes)}")

@@ -1,15 +1,18 @@
-"""Model monitoring on a served process: every prediction route counts rows outside the
-training range and fills the input and prediction histograms."""
+"""Model monitoring on a served process of its own (no other test's rows in its counts):
+every prediction route counts rows outside the training range and fills the input and
+prediction histograms."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.integration.conftest import Server
+from tests.integration.conftest import Server, serving
 from tests.integration.service.test_api import _metric
 from tests.v2_cases import json_request
 
@@ -37,8 +40,13 @@ def wait_for_metrics(server: Server, ready: object) -> str:
         time.sleep(0.2)
 
 
+@pytest.fixture(scope="module")
+def server(trained_home: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serving(trained_home, tmp_path_factory.mktemp("monitored")) as running:
+        yield running
+
+
 def test_every_route_counts_rows_outside_the_training_range(server: Server) -> None:
-    time.sleep(1.2)  # let counts of earlier tests reach Prometheus first
     before = httpx.get(f"{server.url}/metrics").text
     rows = [INSIDE, COLD, WET_AND_HUMID]
     assert httpx.post(f"{server.url}/predict", json={"inputs": rows}).status_code == 200
