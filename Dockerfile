@@ -1,11 +1,12 @@
 # Crop-yield prediction service image.
 #
 #   CPU (default):  podman build -t crop-yield:0.1.0 .
-#   CUDA (GPU nodes): podman build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
-#                       -t crop-yield:0.1.0-cuda .
+#   CUDA (GPU nodes): podman build --build-arg TORCH_INDEX_URL= --build-arg TORCH_VARIANT=cuda \
+#                       -t crop-yield:0.1.0-cuda .      (or: make image-cuda)
 #
-# The CUDA image is the same service with torch's CUDA build (it bundles the CUDA runtime;
-# the node supplies the driver); set CROP_YIELD_DEVICE=cuda where it runs.
+# The CUDA image is the same service with torch's CUDA build: PyPI's own torch wheel, which
+# pulls the nvidia-* runtime wheels (the node supplies the driver); set
+# CROP_YIELD_DEVICE=cuda where it runs (auto picks CUDA when there is a GPU, else the CPU).
 # The model is trained during the build from the shipped seed-004 data (see README,
 # "Container image"), so the image serves with no volume attached.
 
@@ -13,6 +14,8 @@
 FROM python:3.11-slim AS deps
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Part of the install step's cache key, so CPU and CUDA builds never share that layer.
+ARG TORCH_VARIANT=cpu
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
@@ -22,7 +25,8 @@ ENV VIRTUAL_ENV=/opt/venv \
 
 RUN python3 -m venv /opt/venv
 COPY pyproject.toml deploy/docker/requirements.py /build/
-RUN python3 /build/requirements.py /build/pyproject.toml > /build/requirements.txt \
+RUN echo "torch variant: $TORCH_VARIANT" \
+    && python3 /build/requirements.py /build/pyproject.toml > /build/requirements.txt \
     && pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r /build/requirements.txt
 
 # ---- trainer: fits the default model into a model store ---------------------------

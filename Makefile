@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup container-setup monitoring-setup prometheus-rule image run serve train test lint typecheck format bench bench-service bench-monitoring loadtest soak clean
+.PHONY: setup container-setup monitoring-setup prometheus-rule image image-cuda run serve train test lint typecheck format bench bench-service bench-monitoring loadtest soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ monitoring-setup:
 ## Build the CPU image: make image TAG=crop-yield:0.1.0
 image: container-setup
 	bash deploy/podman/build.sh $(or $(TAG),localhost/crop-yield:dev)
+
+## Build the CUDA image (PyPI's CUDA build of torch; downloads a few GB):
+## make image-cuda TAG=crop-yield:0.1.0-cuda
+image-cuda: container-setup
+	CUDA=1 bash deploy/podman/build.sh $(or $(TAG),localhost/crop-yield:dev-cuda)
 
 ## The PrometheusRule of the monitoring component, from deploy/monitoring/rules.yml.
 prometheus-rule: setup
