@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-DeviceSetting = Literal["auto", "cpu", "cuda"]
+from service.settings import DeviceSetting
 
 
 class DeviceUnavailableError(RuntimeError):

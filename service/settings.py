@@ -10,6 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract import MODEL_NAME
 
+DeviceSetting = Literal["auto", "cpu", "cuda"]
+"""The device choices (``service.device`` resolves them); defined here, where the
+environment is read, so that reading settings does not import torch."""
+
 
 class Settings(BaseSettings):
     """Service configuration; every field is set by ``CROP_YIELD_<FIELD_NAME>``."""
@@ -17,9 +21,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CROP_YIELD_", extra="ignore", frozen=True)
 
     model_tag: str = Field(f"{MODEL_NAME}:latest", description="Model-store tag to serve")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where the model runs; auto = CUDA when available"
-    )
+    device: DeviceSetting = Field("auto", description="Where the model runs; auto = CUDA when available")
     max_rows_per_request: int = Field(
         10_000, ge=1, description="Most rows in one POST /predict (and in a batched V2 infer call)"
     )
