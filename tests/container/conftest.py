@@ -28,17 +28,21 @@ def podman(
     )
 
 
-@pytest.fixture(scope="session")
-def image() -> str:
+def build_image(tag: str, **env: str) -> str:
+    """``deploy/podman/build.sh TAG`` (extra environment: ``CUDA="1"`` for the CUDA image)."""
     require_tool("podman")
-    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
     built = subprocess.run(
-        ["bash", str(REPO_ROOT / "deploy" / "podman" / "build.sh"), IMAGE],
+        ["bash", str(REPO_ROOT / "deploy" / "podman" / "build.sh"), tag],
         capture_output=True,
         text=True,
-        env=env,
-        timeout=900,
+        env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF), **env},
+        timeout=1800,
         check=False,
     )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    return IMAGE
+    return tag
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    return build_image(IMAGE)

@@ -5,17 +5,14 @@ build downloads a few GB (about 3 minutes here), so ``-m "not cuda_image"`` leav
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 
 import httpx
 import pytest
 import torch
 
-from tests.container.conftest import CONTAINERS_CONF, podman
+from tests.container.conftest import build_image, podman
 from tests.container.test_image import run_container
-from tests.helpers import REPO_ROOT, require_tool
 
 pytestmark = pytest.mark.cuda_image
 CUDA_IMAGE = "localhost/crop-yield:test-cuda"
@@ -23,18 +20,7 @@ CUDA_IMAGE = "localhost/crop-yield:test-cuda"
 
 @pytest.fixture(scope="module")
 def cuda_image() -> str:
-    require_tool("podman")
-    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF), "CUDA": "1"}
-    built = subprocess.run(
-        ["bash", str(REPO_ROOT / "deploy" / "podman" / "build.sh"), CUDA_IMAGE],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1800,
-        check=False,
-    )
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    return CUDA_IMAGE
+    return build_image(CUDA_IMAGE, CUDA="1")
 
 
 @pytest.fixture(scope="module")

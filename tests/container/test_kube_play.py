@@ -21,14 +21,21 @@ from tests.helpers import REPO_ROOT
 from tests.integration.conftest import free_port
 
 
-def local_deployment(image: str, port: int) -> dict[str, Any]:
-    rendered = subprocess.run(
-        ["kubectl", "kustomize", str(REPO_ROOT / "deploy" / "kubernetes" / "overlays" / "cpu")],
+def rendered(overlay: str, kind: str) -> dict[str, Any]:
+    """The one object of ``kind`` in ``kubectl kustomize deploy/kubernetes/<overlay>``."""
+    text = subprocess.run(
+        ["kubectl", "kustomize", str(REPO_ROOT / "deploy" / "kubernetes" / overlay)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    (deployment,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
+    (found,) = [d for d in yaml.safe_load_all(text) if d and d["kind"] == kind]
+    result: dict[str, Any] = found
+    return result
+
+
+def local_deployment(image: str, port: int) -> dict[str, Any]:
+    deployment = rendered("overlays/cpu", "Deployment")
     deployment["spec"]["replicas"] = 1
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     container["image"] = image
@@ -82,13 +89,7 @@ def test_kube_play_runs_the_deployment(image: str, tmp_path: Path) -> None:
 
 def local_kserve_pod(image: str, port: int) -> dict[str, Any]:
     """The KServe predictor of the rendered InferenceService, as the Pod KServe would create."""
-    rendered = subprocess.run(
-        ["kubectl", "kustomize", str(REPO_ROOT / "deploy" / "kubernetes" / "kserve" / "cpu")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    (isvc,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "InferenceService"]
+    isvc = rendered("kserve/cpu", "InferenceService")
     spec = {k: v for k, v in isvc["spec"]["predictor"].items() if k not in ("minReplicas", "maxReplicas")}
     (container,) = spec["containers"]
     container["image"] = image
