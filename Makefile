@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup container-setup monitoring-setup prometheus-rule image image-cuda run serve train test lint typecheck format bench bench-service bench-monitoring loadtest soak clean
+.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format bench bench-service bench-monitoring loadtest soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,12 +28,13 @@ serve: setup
 train: setup
 	$(PY) -m training $(ARGS)
 
-## Set up (including podman for the container tests), then lint, type-check and run the
-## whole test suite: unit, integration, deploy and container tiers (what CI runs), with
-## coverage of the packages (served subprocesses included) printed and held to fail_under.
-test: setup container-setup monitoring-setup lint typecheck
+## Set up (including podman, prometheus and chromium for their tests), then lint, type-check
+## and run the whole test suite: unit, integration, deploy and container tiers (what CI
+## runs). Results (junit.xml) and the docs page's screenshots go to test-results/; coverage
+## of the packages (served subprocesses included) is printed and held to fail_under.
+test: setup container-setup monitoring-setup browser-setup lint typecheck
 	$(PY) -m coverage erase
-	$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
+	$(PY) -m coverage run -m pytest --junitxml=test-results/junit.xml $(PYTEST_ARGS)
 	$(PY) -m coverage combine --quiet
 	$(PY) -m coverage report
 
@@ -44,6 +45,10 @@ container-setup:
 ## Prometheus and promtool (Debian package) for the monitoring tests.
 monitoring-setup:
 	bash deploy/monitoring/setup.sh
+
+## Chromium and chromedriver (Debian packages) for the docs-page browser test.
+browser-setup:
+	bash devtools/apt-tools.sh "for the docs-page browser test" "chromium chromedriver" chromium chromium-driver
 
 ## Build the CPU image: make image TAG=crop-yield:0.1.0
 image: container-setup

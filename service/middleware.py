@@ -1,5 +1,6 @@
 """ASGI middleware in front of the BentoML app: authentication, media type, unroutable V2
-paths, and the OpenAPI document's corrections (traffic control lives in ``service.traffic``).
+paths, the OpenAPI document's corrections and the docs page (traffic control lives in
+``service.traffic``).
 """
 
 from __future__ import annotations
@@ -115,3 +116,27 @@ class PatchedOpenAPI:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": start.get("status", 500), "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class DocsPage:
+    """Serve ``GET /`` with ``page`` (see ``service.api_document.docs_page``).
+
+    BentoML's own index page loads Google Tag Manager and links to BentoML's sites, and its
+    stylesheet hides the document's title; this page is Swagger UI alone.
+    """
+
+    def __init__(self, app: ASGIApp, page: Callable[[], bytes]) -> None:
+        self.app = app
+        self.page = page
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        body = self.page()
+        headers = [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})

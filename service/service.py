@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,11 @@ from starlette.responses import Response
 
 from contract import FEATURE_NAMES, FEATURES, TARGETS, __version__
 from service import convert, errors, logs, metrics, monitoring, paths, preflight, runtime
+from service.api_document import Deployment, docs_page, present
 from service.asgi import error_body
 from service.batching import RowBatcher
 from service.device import resolve_device, wants_gpu
-from service.middleware import BearerAuth, JsonOnly, PatchedOpenAPI, UnroutableV2Paths
+from service.middleware import BearerAuth, DocsPage, JsonOnly, PatchedOpenAPI, UnroutableV2Paths
 from service.model import LinearModel, ModelLoadError, missing_model_message
 from service.mounted_app import app as mounted_app
 from service.openapi import patch_spec
@@ -228,7 +228,7 @@ class CropYieldService:
 
 
 # Outermost first: request id and deadline, authentication (headers only), unroutable V2
-# paths, the body and concurrency gate, the media type, then the OpenAPI corrections.
+# paths, the body and concurrency gate, the media type, then the OpenAPI document and docs page.
 # The decorators turned the class into a bentoml Service (untyped).
 _service: Any = CropYieldService
 _service.add_asgi_middleware(RequestContext, timeout=settings.request_timeout)
@@ -256,7 +256,23 @@ def _served_model() -> tuple[str, str] | None:
     return name, version
 
 
-_service.add_asgi_middleware(
-    PatchedOpenAPI,
-    patch=partial(patch_spec, auth=settings.auth_token is not None, served=_served_model),
+DEPLOYMENT = Deployment(
+    max_rows_per_request=settings.max_rows_per_request,
+    max_bulk_rows=settings.max_bulk_rows,
+    max_body_bytes=settings.max_body_bytes,
+    body_timeout=settings.body_timeout,
+    request_timeout=settings.request_timeout,
+    max_concurrency=settings.max_concurrency,
+    auth=settings.auth_token is not None,
 )
+
+
+def _document(spec: dict[str, Any]) -> dict[str, Any]:
+    """/docs.json: BentoML's document, corrected (service.openapi) and presented (service.api_document)."""
+    served = _served_model()
+    corrected = patch_spec(spec, auth=DEPLOYMENT.auth, served=lambda: served)
+    return present(corrected, DEPLOYMENT, None if served is None else ":".join(served))
+
+
+_service.add_asgi_middleware(PatchedOpenAPI, patch=_document)
+_service.add_asgi_middleware(DocsPage, page=docs_page)

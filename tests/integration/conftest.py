@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devtools import served
@@ -61,3 +65,27 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def server(trained_home: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with serving(trained_home, tmp_path_factory.mktemp("logs")) as running:
         yield running
+
+
+CLIENT_PACKAGE = "crop_yield_prediction_service_client"
+
+
+@pytest.fixture(scope="session")
+def generated_client_path(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where openapi-python-client put the client it generated from the served /docs.json
+    (the directory holding the ``crop_yield_prediction_service_client`` package)."""
+    where = tmp_path_factory.mktemp("client")
+    (where / "docs.json").write_text(json.dumps(httpx.get(f"{server.url}/docs.json").json()))
+    venv_bin = str(Path(sys.executable).parent)  # the generator formats its output with ruff
+    result = subprocess.run(
+        [f"{venv_bin}/openapi-python-client", "generate", "--path", "docs.json", "--output-path", "client"],
+        cwd=where,
+        env={**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (where / "client" / CLIENT_PACKAGE).is_dir()
+    return where / "client"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +24,7 @@ PYTHON_CLIENTS = [code for lang, code in BLOCKS if lang == "python" and "localho
 
 def test_readme_has_the_examples() -> None:
     assert len(CURL) >= 3
-    assert len(PYTHON_CLIENTS) >= 2  # httpx and tritonclient
+    assert len(PYTHON_CLIENTS) >= 3  # httpx, the generated client and tritonclient
 
 
 @pytest.mark.parametrize("snippet", CURL, ids=[f"curl-{i}" for i in range(len(CURL))])
@@ -40,11 +42,13 @@ def test_curl_examples(server: Server, snippet: str) -> None:
 
 
 @pytest.mark.parametrize("snippet", PYTHON_CLIENTS, ids=[f"python-{i}" for i in range(len(PYTHON_CLIENTS))])
-def test_python_client_examples(server: Server, snippet: str) -> None:
+def test_python_client_examples(server: Server, snippet: str, generated_client_path: Path) -> None:
     host = server.url.removeprefix("http://")
     code = snippet.replace("http://localhost:3000", server.url).replace("localhost:3000", host)
+    # the generated client's example imports the package the README's commands generate
+    env = {**os.environ, "PYTHONPATH": str(generated_client_path)}
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False, env=env
     )
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"apples 53\.8\d t/ha, oranges 66\.8\d t/ha\n", result.stdout), result.stdout

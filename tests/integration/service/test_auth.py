@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from openapi_spec_validator import validate
 
 from tests.integration.conftest import Server, start_service, stop_service
 
@@ -87,6 +88,8 @@ def test_probes_metrics_and_docs_stay_open(secured: str) -> None:
     ):
         assert httpx.get(f"{secured}{path}").status_code == 200, path
     spec = httpx.get(f"{secured}/docs.json").json()
+    validate(spec)
+    assert "requires `Authorization: Bearer <token>`" in spec["info"]["description"]
     assert spec["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}
     assert "401" in spec["paths"]["/predict"]["post"]["responses"]
     assert "401" in spec["paths"]["/v2/models/{model_name}/infer"]["post"]["responses"]
