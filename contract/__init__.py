@@ -29,8 +29,8 @@ def store_home() -> Path:
     return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser()
 
 
-METADATA_SCHEMA_VERSION = 1
-"""Bumped whenever the metadata layout written by ``training`` changes incompatibly."""
+METADATA_SCHEMA_VERSION = 2
+"""Bumped whenever the metadata layout written by ``training`` changes (2: ``intervals``)."""
 
 
 @dataclass(frozen=True)

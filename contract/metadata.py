@@ -12,11 +12,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from contract import FEATURE_NAMES, METADATA_SCHEMA_VERSION, TARGET_NAMES
 
-SUPPORTED_SCHEMA_VERSIONS = (METADATA_SCHEMA_VERSION,)
+SUPPORTED_SCHEMA_VERSIONS = (1, METADATA_SCHEMA_VERSION)
+"""Version 1 entries lack ``intervals``: they serve predictions but no prediction intervals."""
 STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -75,6 +84,37 @@ class Hyperparameters(BaseModel):
     batch_size: int
 
 
+class IntervalBasis(BaseModel):
+    """What exact prediction intervals of the least-squares linear model need, computed in
+    float64 from the training rows: ``y ± t(1-α/2, dof) · σ · sqrt(1 + x0ᵀ (XᵀX)⁻¹ x0)``
+    with ``x0 = [1, features]``."""
+
+    model_config = STRICT
+    rows: int = Field(description="Training rows the statistics come from")
+    dof: int = Field(ge=1, description="Residual degrees of freedom: rows - rank of X (intercept + features)")
+    residual_variance: dict[str, float] = Field(
+        description="Per target: the saved model's residual sum of squares / dof"
+    )
+    xtx_inverse: list[list[float]] = Field(
+        description="(XᵀX)⁻¹ of the design matrix X = [1, features] (pseudo-inverse when rank-deficient)"
+    )
+
+    @field_validator("xtx_inverse")
+    @classmethod
+    def _square(cls, matrix: list[list[float]]) -> list[list[float]]:
+        size = len(FEATURE_NAMES) + 1
+        if len(matrix) != size or any(len(row) != size for row in matrix):
+            raise ValueError(f"must be {size}×{size} (intercept + features)")
+        return matrix
+
+    @field_validator("residual_variance")
+    @classmethod
+    def _per_target(cls, variance: dict[str, float]) -> dict[str, float]:
+        if tuple(variance) != TARGET_NAMES or any(not v >= 0 for v in variance.values()):
+            raise ValueError(f"must give a variance >= 0 for each of {list(TARGET_NAMES)}")
+        return variance
+
+
 class ModelMetadata(BaseModel):
     """Everything an entry records besides its weights (``contract.WEIGHTS_FILE``)."""
 
@@ -89,6 +129,7 @@ class ModelMetadata(BaseModel):
     hyperparameters: Hyperparameters
     seed: int
     versions: dict[str, str] = Field(description="Python and package versions of the training run")
+    intervals: IntervalBasis | None = Field(None, description="From schema_version 2 on")
 
     @field_validator("features", "targets")
     @classmethod
@@ -98,6 +139,12 @@ class ModelMetadata(BaseModel):
         if names != expected:
             raise ValueError(f"{info.field_name} are {list(names)}, expected {list(expected)}")
         return columns
+
+    @model_validator(mode="after")
+    def _intervals_from_version_2(self) -> ModelMetadata:
+        if self.schema_version >= 2 and self.intervals is None:
+            raise ValueError("schema_version 2 entries record intervals")
+        return self
 
     def to_store(self) -> dict[str, Any]:
         """The plain dict BentoML stores (it takes no None values)."""

@@ -146,7 +146,9 @@ def _drop_unreferenced_schemas(spec: dict[str, Any]) -> None:
 
 def _hoist_bodies(spec: dict[str, Any]) -> None:
     """Move the request and response schemas BentoML writes inline into named components,
-    so that Swagger UI's schema list and generated clients show them by name."""
+    so that Swagger UI's schema list and generated clients show them by name. Where BentoML
+    also wrote the component (pydantic's own schema, which keeps ``null`` in optional fields'
+    types where BentoML's inline copy drops it), the component is kept."""
     schemas = spec["components"].setdefault("schemas", {})
     for item in spec.get("paths", {}).values():
         for operation in item.values():
@@ -155,8 +157,8 @@ def _hoist_bodies(spec: dict[str, Any]) -> None:
                 for media in body.get("content", {}).values():
                     schema = media.get("schema", {})
                     title = schema.get("title")
-                    if title and "$ref" not in schema and schemas.get(title, schema) == schema:
-                        schemas[title] = schema
+                    if title and "$ref" not in schema:
+                        schemas.setdefault(title, schema)
                         media["schema"] = {"$ref": REF_PREFIX + title}
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from contract import FEATURE_NAMES, TARGET_NAMES
 from contract.metadata import ModelMetadata
+from service.intervals import TrainingBox
 
 INSIDE_BUCKETS = 8
 OUTSIDE_BUCKETS = 4
@@ -76,8 +77,10 @@ class Monitor:
         ranges = [*feature_ranges, *target_ranges]
         self.names = [*(f"input_{n}" for n in FEATURE_NAMES), *(f"prediction_{n}" for n in TARGET_NAMES)]
         self.bounds = [bucket_bounds(low, high) for low, high in ranges]
-        self.lows = np.array([low for low, _ in feature_ranges])
-        self.highs = np.array([high for _, high in feature_ranges])
+        # The extrapolation flags of the responses compare with the same float32 bounds, so
+        # this metric counts exactly the rows flagged outside.
+        self.box = TrainingBox(feature_ranges)
+        self.lows, self.highs = self.box.lows, self.box.highs
         self._lows_list, self._highs_list = self.lows.tolist(), self.highs.tolist()
         column = (-1, 1)  # shapes for the (columns, n) layout of observe()
         self._lows32 = self.lows.astype(np.float32).reshape(column)

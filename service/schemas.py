@@ -11,6 +11,7 @@ Examples use the singular ``example`` key: BentoML 1.4's ``/docs.json`` fails on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from contract import FEATURES, TARGETS, Column
+from service.intervals import MAX_LEVEL, MIN_LEVEL
 
 FEATURE = {c.name: c for c in FEATURES}
 TARGET = {c.name: c for c in TARGETS}
@@ -54,13 +56,76 @@ class CropConditions(BaseModel):
     humidity: float = _feature_field("humidity")
 
 
-class YieldPrediction(BaseModel):
-    """Predicted yields of one region."""
+def interval_field() -> Any:
+    return Field(
+        None,
+        ge=MIN_LEVEL,
+        le=MAX_LEVEL,
+        description=(
+            f"Confidence level ({MIN_LEVEL} to {MAX_LEVEL}) of prediction intervals to return with "
+            "each prediction: the range that holds a region's actual yield with this probability. "
+            "Leave out for predictions only."
+        ),
+        json_schema_extra={"example": 0.95},
+    )
 
-    model_config = ConfigDict(json_schema_extra={"example": {"apples": 56.83, "oranges": 70.36}})
+
+def _optional_output(example: Any, **extra: Any) -> Callable[[dict[str, Any]], None]:
+    """Schema of a response field that is left out, not null, when it does not apply."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        schema.pop("default", None)
+        schema.update(example=example, **extra)
+
+    return edit
+
+
+def _bound_field(target: str, side: str, example: Any) -> Any:
+    column = TARGET[target]
+    return Field(
+        None,
+        description=f"{side.capitalize()} bound of the prediction interval of {target}, in "
+        f"{column.unit}; present when the request asks for an interval",
+        json_schema_extra=_optional_output(example, unit=column.unit),
+    )
+
+
+EXTRAPOLATED_DESCRIPTION = (
+    "True when an input lies outside the range of the model's training data "
+    "(GET /metadata: train_min, train_max): the prediction extrapolates"
+)
+
+
+class YieldPrediction(BaseModel):
+    """Predicted yields of one region, whether its inputs were inside the training range,
+    and the prediction interval when asked for."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "apples": 56.83,
+                "oranges": 70.36,
+                "apples_lower": 54.1,
+                "apples_upper": 59.56,
+                "oranges_lower": 67.2,
+                "oranges_upper": 73.52,
+                "extrapolated": False,
+                "outside_training_range": [],
+            }
+        }
+    )
 
     apples: float = _target_field(TARGET["apples"], 56.83)
     oranges: float = _target_field(TARGET["oranges"], 70.36)
+    apples_lower: float | None = _bound_field("apples", "lower", 54.1)
+    apples_upper: float | None = _bound_field("apples", "upper", 59.56)
+    oranges_lower: float | None = _bound_field("oranges", "lower", 67.2)
+    oranges_upper: float | None = _bound_field("oranges", "upper", 73.52)
+    extrapolated: bool = Field(description=EXTRAPOLATED_DESCRIPTION, json_schema_extra={"example": False})
+    outside_training_range: list[str] = Field(
+        description="The features outside the training range (empty when none)",
+        json_schema_extra={"example": []},
+    )
 
 
 def _model_tag_field() -> Any:
@@ -73,6 +138,15 @@ def _model_tag_field() -> Any:
 class PredictRequestBase(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     inputs: list[CropConditions]
+    interval: float | None = None
+
+
+def _level_echo() -> Any:
+    return Field(
+        None,
+        description="The confidence level of the intervals, when the request asked for them",
+        json_schema_extra=_optional_output(0.95),
+    )
 
 
 class PredictResponse(BaseModel):
@@ -80,6 +154,7 @@ class PredictResponse(BaseModel):
 
     predictions: list[YieldPrediction] = Field(description="Predicted yields, one per input row, in order")
     model: str = _model_tag_field()
+    interval: float | None = _level_echo()
 
 
 def predict_request_model(max_rows: int) -> type[PredictRequestBase]:
@@ -88,13 +163,16 @@ def predict_request_model(max_rows: int) -> type[PredictRequestBase]:
     class PredictRequest(PredictRequestBase):
         """Rows of growing conditions to predict yields for."""
 
-        model_config = ConfigDict(json_schema_extra={"example": {"inputs": [SEED_004_EXAMPLE]}})
+        model_config = ConfigDict(
+            json_schema_extra={"example": {"inputs": [SEED_004_EXAMPLE], "interval": 0.95}}
+        )
 
         inputs: list[CropConditions] = Field(
             min_length=1,
             max_length=max_rows,
             description=f"Regions to predict, 1 to {max_rows} rows",
         )
+        interval: float | None = interval_field()
 
     return PredictRequest
 
@@ -129,6 +207,7 @@ class ColumnsRequestBase(BaseModel):
     temperature: list[float]
     rainfall: list[float]
     humidity: list[float]
+    interval: float | None = None
 
     @field_validator("temperature", "rainfall", "humidity", mode="after")
     @classmethod
@@ -170,12 +249,15 @@ def columns_request_model(max_rows: int) -> type[ColumnsRequestBase]:
         """Growing conditions as three equally long columns (row i = element i of each)."""
 
         model_config = ConfigDict(
-            json_schema_extra={"example": {name: [value] for name, value in SEED_004_EXAMPLE.items()}}
+            json_schema_extra={
+                "example": {**{name: [value] for name, value in SEED_004_EXAMPLE.items()}, "interval": 0.95}
+            }
         )
 
         temperature: list[float] = _column_field("temperature", max_rows)
         rainfall: list[float] = _column_field("rainfall", max_rows)
         humidity: list[float] = _column_field("humidity", max_rows)
+        interval: float | None = interval_field()
 
     return ColumnsRequest
 
@@ -185,7 +267,20 @@ class ColumnsResponse(BaseModel):
 
     apples: list[float] = _target_field(TARGET["apples"], [56.83])
     oranges: list[float] = _target_field(TARGET["oranges"], [70.36])
+    apples_lower: list[float] | None = _bound_field("apples", "lower", [54.1])
+    apples_upper: list[float] | None = _bound_field("apples", "upper", [59.56])
+    oranges_lower: list[float] | None = _bound_field("oranges", "lower", [67.2])
+    oranges_upper: list[float] | None = _bound_field("oranges", "upper", [73.52])
+    extrapolated: list[bool] = Field(
+        description=f"Per row: {EXTRAPOLATED_DESCRIPTION[0].lower()}{EXTRAPOLATED_DESCRIPTION[1:]}",
+        json_schema_extra={"example": [False]},
+    )
+    outside_training_range: dict[str, list[int]] = Field(
+        description="Per feature, the (0-based) rows where it lies outside the training range",
+        json_schema_extra={"example": {"temperature": [], "rainfall": [], "humidity": []}},
+    )
     model: str = _model_tag_field()
+    interval: float | None = _level_echo()
 
 
 class FeatureInfo(BaseModel):
@@ -204,6 +299,16 @@ class TargetInfo(BaseModel):
     description: str
 
 
+class IntervalInfo(BaseModel):
+    """What the prediction intervals are based on."""
+
+    rows: int = Field(description="Training rows")
+    dof: int = Field(description="Residual degrees of freedom (rows - 4 parameters)")
+    residual_std: dict[str, float] = Field(
+        description="Per target, the residual standard deviation of the model on its training rows (t/ha)"
+    )
+
+
 class ServiceMetadata(BaseModel):
     """What is being served: model, features, targets, training quality, device."""
 
@@ -214,5 +319,8 @@ class ServiceMetadata(BaseModel):
     metrics: dict[str, Any] = Field(description="MSE, RMSE and R² per target, per split")
     optimality_gap: float | None = Field(description="(fit MSE − least-squares MSE) / least-squares MSE")
     training: dict[str, Any] = Field(description="Data digest, row counts, hyperparameters, versions")
+    intervals: IntervalInfo | None = Field(
+        description="Basis of the prediction intervals; null for a model trained before they were recorded"
+    )
     device: str = Field(description="Where the model runs: cpu or cuda[:n]")
     service_version: str

@@ -25,6 +25,7 @@ from service.api_document import Deployment, docs_page, present
 from service.asgi import error_body
 from service.batching import RowBatcher
 from service.device import resolve_device, wants_gpu
+from service.intervals import Intervals, NoIntervalsError
 from service.middleware import BearerAuth, DocsPage, JsonOnly, PatchedOpenAPI, UnroutableV2Paths
 from service.model import LinearModel, ModelLoadError, missing_model_message
 from service.mounted_app import app as mounted_app
@@ -35,6 +36,7 @@ from service.schemas import (
     ColumnsResponse,
     CropConditions,
     FeatureInfo,
+    IntervalInfo,
     PredictResponse,
     ServiceMetadata,
     TargetInfo,
@@ -68,6 +70,12 @@ def overloaded(path: str, reason: str) -> Response:
     body = error_body(path, error.error, [], f"{reason}; retry after the Retry-After seconds")
     headers = {k.decode(): v.decode() for k, v in error.headers}
     return Response(body, status_code=error.status, media_type="application/json", headers=headers)
+
+
+def no_intervals(path: str, reason: str) -> Response:
+    """400 for an interval asked of a model whose metadata has no interval statistics."""
+    body = error_body(path, errors.INVALID.error, ["interval"], reason)
+    return Response(body, status_code=errors.INVALID.status, media_type="application/json")
 
 
 @bentoml.asgi_app(mounted_app, path="/")
@@ -108,6 +116,8 @@ class CropYieldService:
                 self.model.metadata, self.model.weight.cpu().numpy(), self.model.bias.cpu().numpy()
             )
         )
+        self.box = self.monitor.box
+        self.intervals = Intervals(self.model.metadata.intervals, self.model.tag)
         self.batcher: RowBatcher | None = None
         self.version = __version__
         self._ready = False  # set once the startup hook below has run
@@ -176,29 +186,45 @@ class CropYieldService:
         return outputs
 
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
-    async def predict(self, inputs: list[CropConditions]) -> PredictResponse | Response:
-        """Predict apple and orange yields for each region, in order.
+    async def predict(self, inputs: list[CropConditions], interval: float | None = None) -> Response:
+        """Predict apple and orange yields for each region, in order, with a flag for
+        inputs outside the training range and, when asked for, prediction intervals.
 
         Rows of concurrent calls are merged into one model call (adaptive batching).
         """
+        rows = convert.rows_to_matrix(inputs)
         try:
-            outputs = await self.predict_rows(convert.rows_to_matrix(inputs), "predict")
+            outputs = await self.predict_rows(rows, "predict")
+            bounds = self.interval_bounds(rows, outputs, interval)
         except ServiceUnavailable as exc:
             return overloaded("/predict", str(exc))
-        return PredictResponse.model_construct(
-            predictions=convert.matrix_to_predictions(outputs), model=self.model.tag
-        )
+        except NoIntervalsError as exc:
+            return no_intervals("/predict", str(exc))
+        body = convert.predictions_json(outputs, self.box.outside(rows), bounds, interval, self.model.tag)
+        # A ready Response skips BentoML's pydantic serialization; the body is the documented one.
+        return Response(body, media_type="application/json")
 
     @bentoml.api(route="/predict_columns", input_spec=ColumnsRequest, output_spec=ColumnsResponse)
     async def predict_columns(self, **columns: Any) -> Response:
-        """Bulk prediction from columns (up to the configured maximum rows), validated as arrays."""
+        """Bulk prediction from columns (up to the configured maximum rows), validated as
+        arrays; with a column of outside-training-range flags and, when asked for, intervals."""
         request = ColumnsRequestBase.model_construct(**columns)
-        outputs = self._call_model(convert.columns_to_matrix(request))
+        rows = convert.columns_to_matrix(request)
+        outputs = self._call_model(rows)
         metrics.rows_per_model_call().observe(len(outputs))
         metrics.rows_predicted().labels(endpoint="predict_columns").inc(len(outputs))
-        # A ready Response skips BentoML's pydantic serialization (see convert.columns_json);
-        # the body is still exactly the documented ColumnsResponse.
-        return Response(convert.columns_json(outputs, self.model.tag), media_type="application/json")
+        try:
+            bounds = self.interval_bounds(rows, outputs, request.interval)
+        except NoIntervalsError as exc:
+            return no_intervals("/predict_columns", str(exc))
+        body = convert.columns_json(outputs, self.model.tag, self.box.outside(rows), bounds, request.interval)
+        return Response(body, media_type="application/json")
+
+    def interval_bounds(
+        self, rows: np.ndarray, outputs: np.ndarray, level: float | None
+    ) -> dict[str, np.ndarray] | None:
+        """The prediction intervals' bounds at ``level`` (None: not asked for)."""
+        return None if level is None else self.intervals.bounds(rows, outputs, level)
 
     def describe(self) -> ServiceMetadata:
         meta = self.model.metadata
@@ -220,6 +246,13 @@ class CropYieldService:
             ],
             targets=[TargetInfo(name=c.name, unit=c.unit, description=c.description) for c in TARGETS],
             metrics=stored["metrics"],
+            intervals=None
+            if meta.intervals is None
+            else IntervalInfo(
+                rows=meta.intervals.rows,
+                dof=meta.intervals.dof,
+                residual_std={k: math.sqrt(v) for k, v in meta.intervals.residual_variance.items()},
+            ),
             optimality_gap=meta.fit.optimality_gap,
             training={k: stored[k] for k in ("data", "hyperparameters", "seed", "versions")},
             device=str(self.model.device),

@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
             "it to the BentoML model store ($BENTOML_HOME). Prints the new tag on stdout."
         ),
         epilog=(
+            "How the defaults are chosen: the inputs are whitened and the targets standardized for "
+            "the optimisation (so column scales and correlations do not matter), batches are the "
+            f"whole training set up to {MAX_AUTO_BATCH} rows and {MAX_AUTO_BATCH}-row minibatches "
+            "above, the rate is halved whenever SGD noise stops the fit getting closer, and the fit "
+            "stops when the full-data gradient shows the loss within 1e-6 (relative) of its "
+            "least-squares minimum (or at --epochs). "
             "exit codes: 0 saved; 2 bad arguments or data; 3 fit diverged or missed --max-gap; "
             "4 the model store refused the save. Nothing is written to the store unless the "
             "exit code is 0."
@@ -91,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help=f"rows per SGD step; default: a third of the training rows, at most {MAX_AUTO_BATCH}",
+        help=f"rows per SGD step; default: all training rows, at most {MAX_AUTO_BATCH}",
     )
     parser.add_argument("--lr", type=_positive_float, default=defaults.lr, help="initial SGD learning rate")
     parser.add_argument(

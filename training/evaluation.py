@@ -33,6 +33,33 @@ def least_squares(features: np.ndarray, targets: np.ndarray) -> LeastSquares:
     return LeastSquares(weight=weight, bias=y_mean - weight @ x_mean)
 
 
+@dataclass(frozen=True)
+class IntervalStatistics:
+    rows: int
+    dof: int
+    residual_variance: np.ndarray
+    """per target"""
+    xtx_inverse: np.ndarray
+    """(features + 1)², intercept first"""
+
+
+def interval_statistics(
+    features: np.ndarray, targets: np.ndarray, predictions: np.ndarray
+) -> IntervalStatistics:
+    """What prediction intervals need, in float64: (XᵀX)⁻¹ of X = [1, features] from the
+    SVD of X (better conditioned than inverting XᵀX; a pseudo-inverse when X is rank
+    deficient, as statsmodels does), dof = rows - rank(X), and the residual variance of
+    ``predictions`` (the saved model's) per target."""
+    x = np.column_stack([np.ones(len(features)), np.asarray(features, np.float64)])
+    _, singular, vt = np.linalg.svd(x, full_matrices=False)
+    keep = singular > singular.max() * max(x.shape) * np.finfo(np.float64).eps
+    vt = vt[keep]
+    xtx_inverse = (vt.T / singular[keep] ** 2) @ vt
+    dof = len(x) - int(keep.sum())
+    residual = np.asarray(targets, np.float64) - np.asarray(predictions, np.float64)
+    return IntervalStatistics(len(x), dof, (residual**2).sum(axis=0) / dof, xtx_inverse)
+
+
 def mse(predictions: np.ndarray, targets: np.ndarray) -> float:
     """Mean over rows and targets, like ``torch.nn.functional.mse_loss``."""
     return float(np.mean((np.asarray(predictions, np.float64) - targets) ** 2))

@@ -6,7 +6,6 @@ turns those into messages and exit codes.
 
 from __future__ import annotations
 
-import math
 import platform
 import sys
 import time
@@ -32,12 +31,20 @@ from contract.metadata import (
     FeatureSummary,
     FitSummary,
     Hyperparameters,
+    IntervalBasis,
     ModelMetadata,
     TargetMetrics,
     TargetSummary,
 )
 from training import data as data_mod
-from training.evaluation import least_squares, mse, optimality_gap, per_target_metrics, split_holdout
+from training.evaluation import (
+    interval_statistics,
+    least_squares,
+    mse,
+    optimality_gap,
+    per_target_metrics,
+    split_holdout,
+)
 from training.fit import FitConfig, FitResult, fit_linear
 
 MIN_ROWS_FOR_HOLDOUT = 50
@@ -54,7 +61,7 @@ class TrainOptions:
     """CSV to train on; None means the built-in seed-004 dataset."""
     epochs: int = FitConfig.epochs
     batch_size: int | None = None
-    """None: a third of the training rows (seed 004's 5 of 15), at most 4096."""
+    """None: full batch up to 4096 training rows, 4096-row minibatches above."""
     lr: float = FitConfig.lr
     seed: int = 0
     standardize: bool = True
@@ -77,7 +84,31 @@ class TrainOutcome:
 
 
 def auto_batch_size(rows: int) -> int:
-    return max(1, min(MAX_AUTO_BATCH, math.ceil(rows / 3)))
+    """Full batch for small data (no SGD noise at all); minibatches keep large data fast,
+    and the rate halving takes their noise out."""
+    return max(1, min(MAX_AUTO_BATCH, rows))
+
+
+def gate_hints(options: TrainOptions, result: FitResult, rows: int) -> str:
+    """What would help a fit that missed the gate, from the options the user changed."""
+    defaults = TrainOptions()
+    hints = []
+    if not options.standardize:
+        hints.append("leave out --no-standardize (raw columns make the problem ill-conditioned for SGD)")
+    if options.batch_size is not None and options.batch_size < min(rows, MAX_AUTO_BATCH):
+        hints.append(
+            f"a larger --batch-size, or none (the default is full batch up to {MAX_AUTO_BATCH} rows): "
+            f"batches of {options.batch_size} leave SGD noise"
+        )
+    if options.lr != defaults.lr:
+        hints.append(f"the default --lr {defaults.lr:g}")
+    if not result.converged and result.epochs_run >= options.epochs:
+        hints.append(f"more --epochs (all {options.epochs} ran)")
+    if options.max_gap < 1e-6:
+        hints.append("a --max-gap of at least 1e-6 (float32 weights cannot get much closer)")
+    if not hints:
+        return "the default options should reach the optimum on any data: please report this data set"
+    return "try " + "; ".join(hints)
 
 
 def train(options: TrainOptions) -> TrainOutcome:
@@ -98,6 +129,7 @@ def train(options: TrainOptions) -> TrainOutcome:
         lr=options.lr,
         standardize=options.standardize,
         seed=options.seed,
+        gap_tol=min(FitConfig.gap_tol, options.max_gap / 10),
         progress=options.progress,
     )
     started = time.perf_counter()
@@ -117,7 +149,7 @@ def train(options: TrainOptions) -> TrainOutcome:
         raise QualityGateError(
             f"the fit's MSE {fit_mse:.6g} is {gap:.3g} above the least-squares optimum "
             f"{optimal_mse:.6g} (relative), more than --max-gap {options.max_gap:g}; "
-            "try more --epochs or another --lr. Nothing was saved."
+            f"{gate_hints(options, result, len(train_idx))}. Nothing was saved."
         )
 
     metrics: dict[str, Any] = {"train": per_target_metrics(train_pred, y_train, target_names)}
@@ -172,6 +204,7 @@ def train(options: TrainOptions) -> TrainOutcome:
         ),
         seed=options.seed,
         versions=_versions(),
+        intervals=_interval_basis(x_train, y_train, train_pred),
     )
 
     tag = None
@@ -202,6 +235,16 @@ def _predict(result: FitResult, features: np.ndarray) -> np.ndarray:
     bias = result.model.bias.detach().double().numpy()
     out: np.ndarray = features @ weight.T + bias
     return out
+
+
+def _interval_basis(features: np.ndarray, targets: np.ndarray, predictions: np.ndarray) -> IntervalBasis:
+    stats = interval_statistics(features, targets, predictions)
+    return IntervalBasis(
+        rows=stats.rows,
+        dof=stats.dof,
+        residual_variance=dict(zip(TARGET_NAMES, map(float, stats.residual_variance), strict=True)),
+        xtx_inverse=stats.xtx_inverse.tolist(),
+    )
 
 
 def _versions() -> dict[str, str]:

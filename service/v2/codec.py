@@ -25,6 +25,7 @@ import orjson
 import simdjson
 
 from contract import FEATURE_NAMES, FEATURES, TARGET_NAMES, Column
+from service.intervals import BOUND_NAMES, MAX_LEVEL, MIN_LEVEL
 
 DTYPES: dict[str, np.dtype[Any]] = {
     "FP32": np.dtype("<f4"),
@@ -58,6 +59,8 @@ class InferRequest:
     id: str | None
     rows: np.ndarray
     outputs: tuple[RequestedOutput, ...]
+    interval: float | None = None
+    """Confidence level of the bounds, when a bound output is requested."""
 
 
 # -- the body -------------------------------------------------------------------------
@@ -260,6 +263,7 @@ def _decode(body: bytes, header_length: str | None, max_rows: int) -> InferReque
         request_id = _string(request_id, "id")
     parameters = _object(document.get("parameters"), "parameters")
     binary_output = bool(_bool(parameters.get("binary_data_output"), "parameters.binary_data_output"))
+    level = _level(parameters.get("interval"))
 
     columns: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
@@ -307,9 +311,20 @@ def _decode(body: bytes, header_length: str | None, max_rows: int) -> InferReque
             f"the body has {len(binary)} bytes after the JSON header but the inputs' "
             f"binary_data_size add up to {offset}"
         )
-    return InferRequest(
-        request_id, _to_rows(columns, datatypes), _requested_outputs(document.get("outputs"), binary_output)
-    )
+    outputs = _requested_outputs(document.get("outputs"), binary_output)
+    wants_bounds = any(output.name in BOUND_NAMES for output in outputs)
+    return InferRequest(request_id, _to_rows(columns, datatypes), outputs, level if wants_bounds else None)
+
+
+def _level(value: Any) -> float:
+    """``parameters.interval``: the bounds' confidence level (default 0.95)."""
+    if value is None:
+        return DEFAULT_LEVEL
+    if isinstance(value, bool) or not isinstance(value, int | float) or not MIN_LEVEL <= value <= MAX_LEVEL:
+        raise V2Error(
+            f"parameters.interval must be a confidence level from {MIN_LEVEL} to {MAX_LEVEL}, not {value!r}"
+        )
+    return float(value)
 
 
 def _binary_data(
@@ -346,6 +361,9 @@ def _to_rows(columns: dict[str, np.ndarray], datatypes: dict[str, str]) -> np.nd
     return rows if all_fp32 else rows.astype(np.float32)
 
 
+OUTPUT_NAMES = (*TARGET_NAMES, *BOUND_NAMES)
+"""The predictions, then their interval bounds (only when requested by name)."""
+DEFAULT_LEVEL = 0.95
 ALL_OUTPUTS = {flag: tuple(RequestedOutput(name, flag) for name in TARGET_NAMES) for flag in (False, True)}
 
 
@@ -357,8 +375,8 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> tuple[RequestedOut
         if not isinstance(output, OBJECT_TYPES):
             raise V2Error(f"outputs[{i}] must be a JSON object")
         name = _string(output.get("name"), f"outputs[{i}].name")
-        if name not in TARGET_NAMES:
-            raise V2Error(f"unknown output {name!r}; the model's outputs are {', '.join(TARGET_NAMES)}")
+        if name not in OUTPUT_NAMES:
+            raise V2Error(f"unknown output {name!r}; the model's outputs are {', '.join(OUTPUT_NAMES)}")
         if name in chosen:
             raise V2Error(f"output {name!r} is requested twice")
         flag = _bool(
@@ -376,16 +394,22 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> tuple[RequestedOut
 
 
 def encode_response(
-    request: InferRequest, outputs: np.ndarray, model_name: str, model_version: str
+    request: InferRequest,
+    outputs: np.ndarray,
+    model_name: str,
+    model_version: str,
+    bounds: dict[str, np.ndarray] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """(body, headers) for the model's n×2 outputs: JSON, or JSON + binary when asked for.
+    """(body, headers) for the model's n×2 outputs and the requested interval ``bounds``:
+    JSON, or JSON + binary when asked for.
 
     orjson writes float32 arrays in their shortest exact form straight from numpy.
     """
     tensors: list[dict[str, Any]] = []
     blobs: list[bytes] = []
+    columns = {**dict(zip(TARGET_NAMES, outputs.T, strict=True)), **(bounds or {})}
     for output in request.outputs:
-        column = np.ascontiguousarray(outputs[:, TARGET_NAMES.index(output.name)], dtype="<f4")
+        column = np.ascontiguousarray(columns[output.name], dtype="<f4")
         tensor: dict[str, Any] = {"name": output.name, "datatype": "FP32", "shape": [len(column)]}
         if output.binary:
             tensor["parameters"] = {"binary_data_size": column.nbytes}

@@ -28,8 +28,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, compile_path
 
-from contract import FEATURE_NAMES, TARGET_NAMES, __version__
+from contract import FEATURE_NAMES, __version__
 from service import errors
+from service.intervals import NoIntervalsError
 from service.v2 import codec, schemas
 
 SERVER_NAME = "crop-yield-service"
@@ -51,6 +52,10 @@ class ServedModel(Protocol):
     def max_bulk_rows(self) -> int: ...
 
     async def predict_rows(self, rows: np.ndarray, endpoint: str) -> np.ndarray: ...
+
+    def interval_bounds(
+        self, rows: np.ndarray, outputs: np.ndarray, level: float | None
+    ) -> dict[str, np.ndarray] | None: ...
 
 
 def served() -> ServedModel | None:
@@ -126,7 +131,7 @@ async def model_metadata(request: Request) -> Response:
             "versions": [version],
             "platform": "pytorch",
             "inputs": _tensors(FEATURE_NAMES),
-            "outputs": _tensors(TARGET_NAMES),
+            "outputs": _tensors(codec.OUTPUT_NAMES),
         }
     )
 
@@ -156,12 +161,13 @@ async def infer(request: Request) -> Response:
             await request.body(), request.headers.get(codec.HEADER_LENGTH), service.max_bulk_rows
         )
         outputs = await service.predict_rows(decoded.rows, "v2_infer")
-    except codec.V2Error as exc:
-        return error(exc.message, errors.INVALID)
+        bounds = service.interval_bounds(decoded.rows, outputs, decoded.interval)
+    except (codec.V2Error, NoIntervalsError) as exc:
+        return error(str(exc), errors.INVALID)
     except ServiceUnavailable as exc:
         log.info("answered %d: %s", errors.OVERLOADED.status, exc, extra={"status": errors.OVERLOADED.status})
         return error(f"overloaded: {exc}; retry after the Retry-After seconds", errors.OVERLOADED)
-    body, headers = codec.encode_response(decoded, outputs, name, version)
+    body, headers = codec.encode_response(decoded, outputs, name, version, bounds)
     return Response(body, headers=headers)
 
 

@@ -17,7 +17,8 @@ DATATYPE_NAMES = ("FP32", "FP64", "INT32", "INT64")
 """Input datatypes accepted (converted to FP32); outputs are always FP32."""
 
 FeatureName = Literal["temperature", "rainfall", "humidity"]
-TargetName = Literal["apples", "oranges"]
+OutputName = Literal["apples", "oranges", "apples_lower", "apples_upper", "oranges_lower", "oranges_upper"]
+"""The predictions and, asked for by name, the bounds of their prediction intervals."""
 Datatype = Literal["FP32", "FP64", "INT32", "INT64"]
 
 EXAMPLE_REQUEST: dict[str, Any] = {
@@ -111,13 +112,23 @@ class OutputParameters(BaseModel):
 
 
 class RequestOutput(BaseModel):
-    name: TargetName = Field(description=f"Target: {_TARGET_LIST}")
+    name: OutputName = Field(
+        description=f"Target: {_TARGET_LIST}; or a bound of its prediction interval, "
+        "<target>_lower or <target>_upper (t/ha, at parameters.interval)"
+    )
     parameters: OutputParameters | None = None
 
 
 class RequestParameters(BaseModel):
     binary_data_output: bool | None = Field(
         None, description="Return every output as binary data unless the output says otherwise"
+    )
+    interval: float | None = Field(
+        None,
+        ge=0.5,
+        le=0.999,
+        description="Confidence level of the requested interval bounds (default 0.95)",
+        json_schema_extra={"example": 0.9},
     )
 
 
@@ -141,9 +152,9 @@ class OutputTensorParameters(BaseModel):
 
 
 class ResponseOutput(BaseModel):
-    """One output tensor: all rows of one target, in t/ha."""
+    """One output tensor: all rows of one target (or of a bound of its interval), in t/ha."""
 
-    name: TargetName
+    name: OutputName
     datatype: Literal["FP32"]
     shape: list[int] = Field(description="[N]")
     data: list[float] | None = Field(None, description="Predicted yields in t/ha (absent when binary)")

@@ -81,7 +81,9 @@ def test_try_it_out_on_predict(browser: WebDriver, server: Server) -> None:
     answer = browser.find_element(By.CSS_SELECTOR, f"{row} .response-col_description pre.microlight").text
     body = json.loads(answer)
     assert body["model"] == server.tag
-    assert set(body["predictions"][0]) == {"apples", "oranges"}
+    prediction = body["predictions"][0]  # the documented example asks for 95% intervals
+    assert prediction["apples_lower"] < prediction["apples"] < prediction["apples_upper"]
+    assert prediction["extrapolated"] is False
     browser.execute_script("arguments[0].scrollIntoView()", operation)
     browser.save_screenshot(str(RESULTS / "docs-page-predict.png"))
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.integration.conftest import Server, serving
-from tests.integration.service.test_api import _metric
+from tests.integration.service.test_api import _metric, as_inputs
 from tests.v2_cases import json_request
 
 pytestmark = pytest.mark.integration
@@ -81,3 +81,31 @@ def test_input_and_prediction_histograms(server: Server) -> None:
     # buckets come from the training range: 68..103 °F are bounds of the temperature histogram
     assert 'crop_yield_input_temperature_bucket{le="68.0"}' in text
     assert 'crop_yield_input_temperature_bucket{le="103.0"}' in text
+
+
+def test_the_metric_counts_exactly_the_rows_flagged_extrapolated(server: Server) -> None:
+    # values on, just inside and just outside the training extremes (68 and 103 °F, ...)
+    rng = np.random.default_rng(9)
+    rows = rng.choice(
+        [[67.99, 42.99, 35.99], [68.0, 43.0, 36.0], [103.0, 135.0, 71.0], [103.01, 135.01, 71.01]], 200
+    )
+    rows[:, 1] = rng.permutation(rows[:, 1])
+    before = httpx.get(f"{server.url}/metrics").text
+    flagged = dict.fromkeys(INSIDE, 0)
+    predictions = httpx.post(f"{server.url}/predict", json={"inputs": as_inputs(rows[:100])}).json()
+    for prediction in predictions["predictions"]:
+        for feature in prediction["outside_training_range"]:
+            flagged[feature] += 1
+    columns = {name: rows[100:, j].tolist() for j, name in enumerate(INSIDE)}
+    bulk = httpx.post(f"{server.url}/predict_columns", json=columns).json()
+    for feature, indexes in bulk["outside_training_range"].items():
+        flagged[feature] += len(indexes)
+    assert 0 < sum(flagged.values()) < 3 * len(rows)
+
+    def delta(text: str, feature: str) -> float:
+        return sum(
+            outside(text, feature, side) - outside(before, feature, side) for side in ("below", "above")
+        )
+
+    after = wait_for_metrics(server, lambda text: all(delta(text, f) >= n for f, n in flagged.items()))
+    assert {feature: delta(after, feature) for feature in INSIDE} == flagged

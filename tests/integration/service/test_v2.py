@@ -57,7 +57,10 @@ def test_model_metadata_and_ready(server: Server, versioned: bool) -> None:
         "versions": [version],
         "platform": "pytorch",
         "inputs": tensors,
-        "outputs": [{"name": n, "datatype": "FP32", "shape": [-1]} for n in ("apples", "oranges")],
+        "outputs": [
+            {"name": n, "datatype": "FP32", "shape": [-1]}
+            for n in ("apples", "oranges", "apples_lower", "apples_upper", "oranges_lower", "oranges_upper")
+        ],
     }
     assert httpx.get(f"{base}/ready").json() == {"name": name, "ready": True}
 

@@ -170,6 +170,8 @@ def test_quality_gate_refuses_to_save(fresh_home: Path) -> None:
     assert result.returncode == 3
     assert "above the least-squares optimum" in result.stderr
     assert "--max-gap" in result.stderr
+    assert "try more --epochs (all 1 ran)" in result.stderr  # what would help, not a guess
+    assert "--lr" not in result.stderr
     assert store_snapshot(fresh_home) == {}
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from service import convert
-from service.schemas import ColumnsResponse, CropConditions, YieldPrediction, columns_request_model
+from service.intervals import BOUND_NAMES
+from service.schemas import (
+    ColumnsResponse,
+    CropConditions,
+    PredictResponse,
+    YieldPrediction,
+    columns_request_model,
+)
 
 
 def test_rows_to_matrix_keeps_feature_order() -> None:
@@ -18,9 +25,38 @@ def test_rows_to_matrix_keeps_feature_order() -> None:
     assert matrix.tolist() == [[1, 2, 3], [4, 5, 6]]
 
 
-def test_predictions_from_matrix() -> None:
-    predictions = convert.matrix_to_predictions(np.array([[1.5, 2.5], [3.0, 4.0]], dtype=np.float32))
-    assert predictions == [YieldPrediction(apples=1.5, oranges=2.5), YieldPrediction(apples=3.0, oranges=4.0)]
+OUTSIDE = np.array([[False, False, False], [True, False, True]])
+
+
+def test_predictions_json_matches_the_documented_response() -> None:
+    outputs = np.array([[1.5, 2.5], [3.0, 4.0]], dtype=np.float32)
+    body = convert.predictions_json(outputs, OUTSIDE, None, None, "crop_yield:v1")
+    response = PredictResponse.model_validate_json(body)
+    assert response.predictions == [
+        YieldPrediction(apples=1.5, oranges=2.5, extrapolated=False, outside_training_range=[]),
+        YieldPrediction(
+            apples=3.0, oranges=4.0, extrapolated=True, outside_training_range=["temperature", "humidity"]
+        ),
+    ]
+    assert b"lower" not in body  # no interval asked for: no bounds, no level
+    assert b"interval" not in body
+
+
+def test_predictions_json_with_bounds() -> None:
+    outputs = np.array([[1.5, 2.5]], dtype=np.float32)
+    bounds = {
+        name: np.array([value]) for name, value in zip(BOUND_NAMES, [1.0, 2.0, 2.25, 2.75], strict=True)
+    }
+    body = convert.predictions_json(outputs, OUTSIDE[:1], bounds, 0.9, "crop_yield:v1")
+    response = PredictResponse.model_validate_json(body)
+    assert response.interval == 0.9
+    first = response.predictions[0]
+    assert (first.apples_lower, first.apples_upper, first.oranges_lower, first.oranges_upper) == (
+        1.0,
+        2.0,
+        2.25,
+        2.75,
+    )
 
 
 def test_columns_round_trip() -> None:
@@ -34,7 +70,10 @@ def test_columns_round_trip() -> None:
 
 def test_columns_json_matches_the_documented_response() -> None:
     outputs = np.array([[53.79634, 66.80548], [57.32397, 69.54128]], dtype=np.float32)
-    body = convert.columns_json(outputs, "crop_yield:v1")
-    assert body == b'{"apples":[53.79634,57.32397],"oranges":[66.80548,69.54128],"model":"crop_yield:v1"}'
+    body = convert.columns_json(outputs, "crop_yield:v1", OUTSIDE)
+    assert body == (
+        b'{"apples":[53.79634,57.32397],"oranges":[66.80548,69.54128],"extrapolated":[false,true],'
+        b'"outside_training_range":{"temperature":[1],"rainfall":[],"humidity":[1]},"model":"crop_yield:v1"}'
+    )
     response = ColumnsResponse.model_validate_json(body)
     assert response.apples == [53.79634, 57.32397]

@@ -10,8 +10,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from service.intervals import Intervals, NoIntervalsError
 from service.model import LinearModel, ModelLoadError
 from training.pipeline import TrainOptions, train
+
+VALID_BASIS: dict[str, Any] = {
+    "rows": 15,
+    "dof": 11,
+    "residual_variance": {"apples": 1.0, "oranges": 2.0},
+    "xtx_inverse": [[0.0] * 4] * 4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +60,18 @@ def test_missing_weights_are_refused(tmp_path: Path, valid_metadata: dict[str, A
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"schema_version": 2}, "model x:y has metadata schema_version 2; this version reads 1"),
+        ({"schema_version": 3}, "model x:y has metadata schema_version 3; this version reads 1, 2"),
         ({"schema_version": None}, "schema_version None"),
-        ({"features": []}, "malformed metadata (schema_version 1): features: Value error, features are []"),
-        ({"fit": {"mse": 1.0}}, "malformed metadata (schema_version 1): fit.optimal_mse: Field required"),
+        ({"features": []}, "malformed metadata (schema_version 2): features: Value error, features are []"),
+        ({"fit": {"mse": 1.0}}, "malformed metadata (schema_version 2): fit.optimal_mse: Field required"),
+        (
+            {"intervals": None},
+            "(schema_version 2): metadata: Value error, schema_version 2 entries record intervals",
+        ),
+        (
+            {"intervals": {**VALID_BASIS, "dof": 0}},
+            "intervals.dof: Input should be greater than or equal to 1",
+        ),
         ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
     ],
 )
@@ -65,3 +81,12 @@ def test_metadata_it_cannot_read_is_refused_naming_the_problem(
     with pytest.raises(ModelLoadError) as raised:
         LinearModel.load(tmp_path, "x:y", {**valid_metadata, **change}, "", torch.device("cpu"))
     assert message in str(raised.value)
+
+
+def test_a_version_1_entry_serves_without_intervals(tmp_path: Path, valid_metadata: dict[str, Any]) -> None:
+    save_file({"weight": torch.ones(2, 3), "bias": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
+    old = {k: v for k, v in valid_metadata.items() if k != "intervals"} | {"schema_version": 1}
+    model = LinearModel.load(tmp_path, "x:y", old, "", torch.device("cpu"))
+    intervals = Intervals(model.metadata.intervals, model.tag)
+    with pytest.raises(NoIntervalsError, match="model x:y was trained before prediction intervals"):
+        intervals.half_widths(np.ones((1, 3), np.float32), 0.95)

@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from service.intervals import BOUND_NAMES
 from service.openapi import patch_spec
 from service.v2 import routes
 from service.v2.openapi import v2_openapi
@@ -26,6 +27,11 @@ class FakeService:
     async def predict_rows(self, rows: np.ndarray, endpoint: str) -> np.ndarray:
         assert endpoint == "v2_infer"
         return rows[:, :2] * 2
+
+    def interval_bounds(
+        self, rows: np.ndarray, outputs: np.ndarray, level: float | None
+    ) -> dict[str, np.ndarray] | None:
+        return None if level is None else {name: outputs[:, 0] + level for name in BOUND_NAMES}
 
 
 class TestClient:

@@ -69,7 +69,9 @@ def test_seed_000_converges_for_torch_seed_1() -> None:
 
 def test_seed_000_divergence_is_detected_for_torch_seed_0() -> None:
     x, y, init = seed_000_problem(0)
-    with pytest.raises(FitDivergedError, match=r"lower the learning rate \(--lr\) or standardize"):
+    with pytest.raises(
+        FitDivergedError, match=r"lower the learning rate \(--lr\) or leave out --no-standardize"
+    ):
         fit_linear(x, y, FitConfig(epochs=100, lr=0.01, **PLAIN), init=init)
 
 

@@ -6,18 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from training.fit import FitConfig, Scaling, _unscale, fit_linear
+from training.fit import FitConfig, Preconditioner, fit_linear
 
 
 def test_fold_back_is_exact() -> None:
     torch.manual_seed(0)
     x = torch.randn(50, 3, dtype=torch.float64) * torch.tensor([10.0, 40.0, 15.0]) + 70
     y = torch.randn(50, 2, dtype=torch.float64) * 30 + 80
-    xs, ys = Scaling.fit(x, True), Scaling.fit(y, True)
+    x[:, 2] = 0.5 * x[:, 0] + 0.01 * x[:, 2]  # nearly collinear: whitening is not diagonal
+    pre = Preconditioner.fit(x, y, enabled=True)
+    z = pre.inputs(x)
+    torch.testing.assert_close(z.T @ z / len(z), torch.eye(3, dtype=torch.float64))  # whitened
     inner = torch.nn.Linear(3, 2, dtype=torch.float64)
     with torch.no_grad():
-        expected = inner(xs.apply(x)) * ys.scale + ys.mean
-    raw = _unscale(inner, xs, ys)
+        expected = inner(z) * pre.y_scale + pre.y_mean
+    raw = pre.fold(inner)
     torch.testing.assert_close(raw(x), expected)
 
 
