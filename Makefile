@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format bench bench-service bench-monitoring loadtest soak clean
+.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format bench bench-service bench-monitoring bench-intervals loadtest soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -82,6 +82,11 @@ bench: setup
 bench-service: setup
 	command -v wrk >/dev/null || apt-get install -y -qq wrk  # the load generator (Debian package)
 	$(PY) -m benchmarks.service_bench $(ARGS)
+
+## Interval and extrapolation-flag costs; BEFORE=<checkout of older code> adds it.
+bench-intervals: setup
+	command -v wrk >/dev/null || apt-get install -y -qq wrk
+	$(PY) -m benchmarks.interval_bench $(if $(BEFORE),--before $(BEFORE)) $(ARGS)
 
 bench-monitoring: setup
 	command -v wrk >/dev/null || apt-get install -y -qq wrk

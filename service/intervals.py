@@ -52,19 +52,20 @@ class Intervals:
         design = np.empty((len(rows), len(FEATURE_NAMES) + 1))
         design[:, 0] = 1.0
         design[:, 1:] = rows
-        leverage = np.einsum("ij,jk,ik->i", design, self.xtx_inverse, design)
+        leverage = ((design @ self.xtx_inverse) * design).sum(axis=1)
         spread = np.sqrt(1.0 + np.maximum(leverage, 0.0))
         half: np.ndarray = t_quantile(level, self.basis.dof) * spread[:, None] * self.sigma[None, :]
         return half
 
     def bounds(self, rows: np.ndarray, outputs: np.ndarray, level: float) -> dict[str, np.ndarray]:
-        """``{"apples_lower": ..., "apples_upper": ..., ...}`` around the model's outputs."""
+        """``{"apples_lower": ..., "apples_upper": ..., ...}`` around the model's outputs, in
+        float32 like the predictions (their shortest JSON form is half as long as float64's)."""
         half = self.half_widths(rows, level)
         center = np.asarray(outputs, dtype=np.float64)
         columns = {}
         for j, target in enumerate(TARGET_NAMES):
-            columns[f"{target}_lower"] = center[:, j] - half[:, j]
-            columns[f"{target}_upper"] = center[:, j] + half[:, j]
+            columns[f"{target}_lower"] = (center[:, j] - half[:, j]).astype(np.float32)
+            columns[f"{target}_upper"] = (center[:, j] + half[:, j]).astype(np.float32)
         return columns
 
 

@@ -58,14 +58,15 @@ def test_bounds_equal_statsmodels_observation_intervals(source: str, tmp_path: P
                 alpha=1 - level
             )
             half = (frame["obs_ci_upper"] - frame["obs_ci_lower"]).to_numpy() / 2
-            ours_half = (ours[f"{target}_upper"] - ours[f"{target}_lower"]) / 2
+            ours_half = intervals.half_widths(new.astype(np.float32), level)[:, j]
             # the widths: the same formula, from the saved model's residuals (within its gap)
             np.testing.assert_allclose(ours_half, half, rtol=1e-4)
-            # centred on the served prediction, which is within 2% of the row's half-width of
-            # OLS's own (the fit's distance from the optimum, held below --max-gap by the gate)
-            middle = (ours[f"{target}_upper"] + ours[f"{target}_lower"]) / 2
-            np.testing.assert_allclose(middle, outputs[:, j], rtol=1e-12)
-            shift = np.abs(middle - frame["mean"].to_numpy()) / half
+            # the bounds: the served prediction ± that width, in float32 like the prediction
+            np.testing.assert_allclose(ours[f"{target}_lower"], outputs[:, j] - ours_half, rtol=1e-6)
+            np.testing.assert_allclose(ours[f"{target}_upper"], outputs[:, j] + ours_half, rtol=1e-6)
+            # and the served prediction is within 2% of the row's half-width of OLS's own (the
+            # fit's distance from the optimum, held below --max-gap by the gate)
+            shift = np.abs(outputs[:, j] - frame["mean"].to_numpy()) / half
             assert shift.max() <= 2e-2, (level, target, shift)
 
 
