@@ -103,24 +103,24 @@ class YieldPrediction(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "example": {
-                "apples": 56.83,
-                "oranges": 70.36,
-                "apples_lower": 54.1,
-                "apples_upper": 59.56,
-                "oranges_lower": 67.2,
-                "oranges_upper": 73.52,
+                "apples": 57.32,
+                "oranges": 69.54,
+                "apples_lower": 54.38,
+                "apples_upper": 60.27,
+                "oranges_lower": 66.95,
+                "oranges_upper": 72.14,
                 "extrapolated": False,
                 "outside_training_range": [],
             }
         }
     )
 
-    apples: float = _target_field(TARGET["apples"], 56.83)
-    oranges: float = _target_field(TARGET["oranges"], 70.36)
-    apples_lower: float | None = _bound_field("apples", "lower", 54.1)
-    apples_upper: float | None = _bound_field("apples", "upper", 59.56)
-    oranges_lower: float | None = _bound_field("oranges", "lower", 67.2)
-    oranges_upper: float | None = _bound_field("oranges", "upper", 73.52)
+    apples: float = _target_field(TARGET["apples"], 57.32)
+    oranges: float = _target_field(TARGET["oranges"], 69.54)
+    apples_lower: float | None = _bound_field("apples", "lower", 54.38)
+    apples_upper: float | None = _bound_field("apples", "upper", 60.27)
+    oranges_lower: float | None = _bound_field("oranges", "lower", 66.95)
+    oranges_upper: float | None = _bound_field("oranges", "upper", 72.14)
     extrapolated: bool = Field(description=EXTRAPOLATED_DESCRIPTION, json_schema_extra={"example": False})
     outside_training_range: list[str] = Field(
         description="The features outside the training range (empty when none)",
@@ -265,12 +265,12 @@ def columns_request_model(max_rows: int) -> type[ColumnsRequestBase]:
 class ColumnsResponse(BaseModel):
     """Predicted yields as columns, row i for input row i."""
 
-    apples: list[float] = _target_field(TARGET["apples"], [56.83])
-    oranges: list[float] = _target_field(TARGET["oranges"], [70.36])
-    apples_lower: list[float] | None = _bound_field("apples", "lower", [54.1])
-    apples_upper: list[float] | None = _bound_field("apples", "upper", [59.56])
-    oranges_lower: list[float] | None = _bound_field("oranges", "lower", [67.2])
-    oranges_upper: list[float] | None = _bound_field("oranges", "upper", [73.52])
+    apples: list[float] = _target_field(TARGET["apples"], [57.32])
+    oranges: list[float] = _target_field(TARGET["oranges"], [69.54])
+    apples_lower: list[float] | None = _bound_field("apples", "lower", [54.38])
+    apples_upper: list[float] | None = _bound_field("apples", "upper", [60.27])
+    oranges_lower: list[float] | None = _bound_field("oranges", "lower", [66.95])
+    oranges_upper: list[float] | None = _bound_field("oranges", "upper", [72.14])
     extrapolated: list[bool] = Field(
         description=f"Per row: {EXTRAPOLATED_DESCRIPTION[0].lower()}{EXTRAPOLATED_DESCRIPTION[1:]}",
         json_schema_extra={"example": [False]},

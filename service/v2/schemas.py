@@ -169,8 +169,8 @@ class InferenceResponse(BaseModel):
                 "model_version": "43mb76hhhgdsqax4",
                 "id": "region-42",
                 "outputs": [
-                    {"name": "apples", "datatype": "FP32", "shape": [2], "data": [56.83, 80.66]},
-                    {"name": "oranges", "datatype": "FP32", "shape": [2], "data": [70.36, 101.48]},
+                    {"name": "apples", "datatype": "FP32", "shape": [2], "data": [57.32, 80.66]},
+                    {"name": "oranges", "datatype": "FP32", "shape": [2], "data": [69.54, 101.48]},
                 ],
             }
         }

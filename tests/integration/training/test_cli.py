@@ -97,7 +97,12 @@ def test_metadata_records_the_contract(default_run: tuple[Path, subprocess.Compl
     csv_bytes = (REPO_ROOT / "training" / "resources" / "crop_yield.csv").read_bytes()
     assert meta["data"]["sha256"] == hashlib.sha256(csv_bytes).hexdigest()
     assert meta["data"]["rows"] == 15
-    assert meta["hyperparameters"]["batch_size"] == 5
+    assert meta["hyperparameters"]["batch_size"] == 15  # full batch for small data
+    assert meta["schema_version"] == 2
+    intervals = meta["intervals"]
+    assert (intervals["rows"], intervals["dof"]) == (15, 11)
+    assert len(intervals["xtx_inverse"]) == 4
+    assert set(intervals["residual_variance"]) == {"apples", "oranges"}
     assert meta["seed"] == 0
     assert meta["versions"]["torch"].startswith("2.13.0")
     assert meta["versions"]["bentoml"] == "1.4.39"
