@@ -220,6 +220,10 @@ class CropYieldService:
         body = convert.columns_json(outputs, self.model.tag, self.box.outside(rows), bounds, request.interval)
         return Response(body, media_type="application/json")
 
+    def extrapolated(self, rows: np.ndarray) -> np.ndarray:
+        """Per row: any feature outside the training range (the V2 ``extrapolated`` output)."""
+        return np.asarray(self.box.outside(rows).any(axis=1))
+
     def interval_bounds(
         self, rows: np.ndarray, outputs: np.ndarray, level: float | None
     ) -> dict[str, np.ndarray] | None:

@@ -62,6 +62,10 @@ class InferRequest:
     interval: float | None = None
     """Confidence level of the bounds, when a bound output is requested."""
 
+    @property
+    def wants_flags(self) -> bool:
+        return any(output.name == EXTRAPOLATED for output in self.outputs)
+
 
 # -- the body -------------------------------------------------------------------------
 
@@ -361,8 +365,11 @@ def _to_rows(columns: dict[str, np.ndarray], datatypes: dict[str, str]) -> np.nd
     return rows if all_fp32 else rows.astype(np.float32)
 
 
-OUTPUT_NAMES = (*TARGET_NAMES, *BOUND_NAMES)
-"""The predictions, then their interval bounds (only when requested by name)."""
+EXTRAPOLATED = "extrapolated"
+OUTPUT_NAMES = (*TARGET_NAMES, *BOUND_NAMES, EXTRAPOLATED)
+"""The predictions, then (only when requested by name) their interval bounds and the
+per-row flag for inputs outside the training range."""
+OUTPUT_DATATYPES = {name: ("BOOL" if name == EXTRAPOLATED else "FP32") for name in OUTPUT_NAMES}
 DEFAULT_LEVEL = 0.95
 ALL_OUTPUTS = {flag: tuple(RequestedOutput(name, flag) for name in TARGET_NAMES) for flag in (False, True)}
 
@@ -399,18 +406,22 @@ def encode_response(
     model_name: str,
     model_version: str,
     bounds: dict[str, np.ndarray] | None = None,
+    extrapolated: np.ndarray | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """(body, headers) for the model's n×2 outputs and the requested interval ``bounds``:
-    JSON, or JSON + binary when asked for.
+    """(body, headers) for the model's n×2 outputs, the requested interval ``bounds`` and
+    ``extrapolated`` flags: JSON, or JSON + binary when asked for (BOOL: one byte each).
 
     orjson writes float32 arrays in their shortest exact form straight from numpy.
     """
     tensors: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     columns = {**dict(zip(TARGET_NAMES, outputs.T, strict=True)), **(bounds or {})}
+    if extrapolated is not None:
+        columns[EXTRAPOLATED] = extrapolated
     for output in request.outputs:
-        column = np.ascontiguousarray(columns[output.name], dtype="<f4")
-        tensor: dict[str, Any] = {"name": output.name, "datatype": "FP32", "shape": [len(column)]}
+        datatype = OUTPUT_DATATYPES[output.name]
+        column = np.ascontiguousarray(columns[output.name], dtype=np.bool_ if datatype == "BOOL" else "<f4")
+        tensor: dict[str, Any] = {"name": output.name, "datatype": datatype, "shape": [len(column)]}
         if output.binary:
             tensor["parameters"] = {"binary_data_size": column.nbytes}
             blobs.append(column.tobytes())

@@ -57,6 +57,8 @@ class ServedModel(Protocol):
         self, rows: np.ndarray, outputs: np.ndarray, level: float | None
     ) -> dict[str, np.ndarray] | None: ...
 
+    def extrapolated(self, rows: np.ndarray) -> np.ndarray: ...
+
 
 def served() -> ServedModel | None:
     """The running service instance, or None while it is still being created."""
@@ -117,7 +119,9 @@ async def server_ready(request: Request) -> Response:
 
 
 def _tensors(names: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [{"name": name, "datatype": "FP32", "shape": [-1]} for name in names]
+    return [
+        {"name": name, "datatype": codec.OUTPUT_DATATYPES.get(name, "FP32"), "shape": [-1]} for name in names
+    ]
 
 
 async def model_metadata(request: Request) -> Response:
@@ -167,7 +171,8 @@ async def infer(request: Request) -> Response:
     except ServiceUnavailable as exc:
         log.info("answered %d: %s", errors.OVERLOADED.status, exc, extra={"status": errors.OVERLOADED.status})
         return error(f"overloaded: {exc}; retry after the Retry-After seconds", errors.OVERLOADED)
-    body, headers = codec.encode_response(decoded, outputs, name, version, bounds)
+    flags = service.extrapolated(decoded.rows) if decoded.wants_flags else None
+    body, headers = codec.encode_response(decoded, outputs, name, version, bounds, flags)
     return Response(body, headers=headers)
 
 

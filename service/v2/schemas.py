@@ -17,8 +17,11 @@ DATATYPE_NAMES = ("FP32", "FP64", "INT32", "INT64")
 """Input datatypes accepted (converted to FP32); outputs are always FP32."""
 
 FeatureName = Literal["temperature", "rainfall", "humidity"]
-OutputName = Literal["apples", "oranges", "apples_lower", "apples_upper", "oranges_lower", "oranges_upper"]
-"""The predictions and, asked for by name, the bounds of their prediction intervals."""
+OutputName = Literal[
+    "apples", "oranges", "apples_lower", "apples_upper", "oranges_lower", "oranges_upper", "extrapolated"
+]
+"""The predictions and, asked for by name, the bounds of their prediction intervals and the
+flag for rows with inputs outside the training range."""
 Datatype = Literal["FP32", "FP64", "INT32", "INT64"]
 
 EXAMPLE_REQUEST: dict[str, Any] = {
@@ -114,7 +117,8 @@ class OutputParameters(BaseModel):
 class RequestOutput(BaseModel):
     name: OutputName = Field(
         description=f"Target: {_TARGET_LIST}; or a bound of its prediction interval, "
-        "<target>_lower or <target>_upper (t/ha, at parameters.interval)"
+        "<target>_lower or <target>_upper (t/ha, at parameters.interval); or extrapolated "
+        "(BOOL per row: an input lies outside the training range)"
     )
     parameters: OutputParameters | None = None
 
@@ -152,12 +156,15 @@ class OutputTensorParameters(BaseModel):
 
 
 class ResponseOutput(BaseModel):
-    """One output tensor: all rows of one target (or of a bound of its interval), in t/ha."""
+    """One output tensor: all rows of one target (or of a bound of its interval) in t/ha, or
+    the rows' extrapolation flags."""
 
     name: OutputName
-    datatype: Literal["FP32"]
+    datatype: Literal["FP32", "BOOL"] = Field(description="FP32; BOOL for extrapolated")
     shape: list[int] = Field(description="[N]")
-    data: list[float] | None = Field(None, description="Predicted yields in t/ha (absent when binary)")
+    data: list[float] | list[bool] | None = Field(
+        None, description="Predicted yields in t/ha, or flags (absent when binary)"
+    )
     parameters: OutputTensorParameters | None = None
 
 

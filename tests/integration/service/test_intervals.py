@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -117,3 +118,19 @@ def test_metadata_shows_what_the_intervals_rest_on(server: Server) -> None:
     assert intervals["dof"] == 15 - 4  # intercept + three weights
     assert set(intervals["residual_std"]) == {"apples", "oranges"}
     assert all(0 < std < 5 for std in intervals["residual_std"].values())
+
+
+def test_v2_extrapolated_output_as_json_and_binary(server: Server) -> None:
+    outputs = [{"name": "apples"}, {"name": "extrapolated"}]
+    url = f"{server.url}/v2/models/crop_yield/infer"
+    answer = httpx.post(url, json=json_request(ROWS) | {"outputs": outputs}).json()
+    flags = answer["outputs"][1]
+    assert (flags["name"], flags["datatype"], flags["shape"]) == ("extrapolated", "BOOL", [len(ROWS)])
+    assert flags["data"] == [bool(o) for o in OUTSIDE]
+    binary = [{**output, "parameters": {"binary_data": True}} for output in outputs]
+    response = httpx.post(url, json=json_request(ROWS) | {"outputs": binary})
+    length = int(response.headers["inference-header-content-length"])
+    header = json.loads(response.content[:length])
+    assert [o["parameters"]["binary_data_size"] for o in header["outputs"]] == [4 * len(ROWS), len(ROWS)]
+    tail = response.content[length + 4 * len(ROWS) :]
+    assert np.frombuffer(tail, dtype=np.bool_).tolist() == [bool(o) for o in OUTSIDE]

@@ -58,8 +58,18 @@ def test_model_metadata_and_ready(server: Server, versioned: bool) -> None:
         "platform": "pytorch",
         "inputs": tensors,
         "outputs": [
-            {"name": n, "datatype": "FP32", "shape": [-1]}
-            for n in ("apples", "oranges", "apples_lower", "apples_upper", "oranges_lower", "oranges_upper")
+            *(
+                {"name": n, "datatype": "FP32", "shape": [-1]}
+                for n in (
+                    "apples",
+                    "oranges",
+                    "apples_lower",
+                    "apples_upper",
+                    "oranges_lower",
+                    "oranges_upper",
+                )
+            ),
+            {"name": "extrapolated", "datatype": "BOOL", "shape": [-1]},
         ],
     }
     assert httpx.get(f"{base}/ready").json() == {"name": name, "ready": True}

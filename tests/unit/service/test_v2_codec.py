@@ -122,6 +122,29 @@ def test_binary_response_carries_its_header_length() -> None:
     np.testing.assert_array_equal(np.frombuffer(body[length:], "<f4"), [2.5, 4.5])
 
 
+def test_bounds_and_flags_are_outputs_asked_for_by_name() -> None:
+    names = ["apples_upper", "extrapolated"]
+    request = decode(
+        json_request(ROWS[:2], outputs=[{"name": n} for n in names], parameters={"interval": 0.8})
+    )
+    assert (request.interval, request.wants_flags) == (0.8, True)
+    assert decode(json_request(ROWS[:2])).interval is None  # no bound asked for: no level
+    outputs = np.array([[1.5, 2.5], [3.5, 4.5]], dtype=np.float32)
+    bounds = {"apples_upper": np.array([2.0, 4.0])}
+    body, _ = codec.encode_response(request, outputs, "m", "v", bounds, np.array([False, True]))
+    assert orjson.loads(body)["outputs"] == [
+        {"name": "apples_upper", "datatype": "FP32", "shape": [2], "data": [2.0, 4.0]},
+        {"name": "extrapolated", "datatype": "BOOL", "shape": [2], "data": [False, True]},
+    ]
+
+
+@pytest.mark.parametrize("level", [0.4, 1, "0.9", True])
+def test_a_bad_interval_level_is_refused(level: object) -> None:
+    body = json_request(ROWS[:1], outputs=[{"name": "apples_lower"}], parameters={"interval": level})
+    with pytest.raises(codec.V2Error, match=r"parameters\.interval must be a confidence level"):
+        decode(body)
+
+
 def test_row_limit() -> None:
     with pytest.raises(codec.V2Error, match="has 3 rows; at most 2 rows per request"):
         codec.decode_request(json.dumps(json_request(ROWS)).encode(), None, 2)

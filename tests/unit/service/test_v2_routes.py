@@ -33,6 +33,9 @@ class FakeService:
     ) -> dict[str, np.ndarray] | None:
         return None if level is None else {name: outputs[:, 0] + level for name in BOUND_NAMES}
 
+    def extrapolated(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(rows[:, 0] > 100)
+
 
 class TestClient:
     """Synchronous calls into the ASGI app, no server or socket."""
