@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contract import FEATURES, TARGETS, __version__
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 HERE = Path(__file__).parent
 TITLE = "Crop-yield prediction service"
@@ -68,6 +71,12 @@ class Deployment:
     request_timeout: float
     max_concurrency: int
     auth: bool
+
+    @classmethod
+    def of(cls, settings: Settings) -> Deployment:
+        """The settings' values of the same names; ``auth`` when a token is set."""
+        limits = {f.name: getattr(settings, f.name) for f in fields(cls) if f.name != "auth"}
+        return cls(**limits, auth=settings.auth_token is not None)
 
 
 def _columns_table() -> str:

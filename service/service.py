@@ -293,15 +293,7 @@ def _served_model() -> tuple[str, str] | None:
     return name, version
 
 
-DEPLOYMENT = Deployment(
-    max_rows_per_request=settings.max_rows_per_request,
-    max_bulk_rows=settings.max_bulk_rows,
-    max_body_bytes=settings.max_body_bytes,
-    body_timeout=settings.body_timeout,
-    request_timeout=settings.request_timeout,
-    max_concurrency=settings.max_concurrency,
-    auth=settings.auth_token is not None,
-)
+DEPLOYMENT = Deployment.of(settings)
 
 
 def _document(spec: dict[str, Any]) -> dict[str, Any]:

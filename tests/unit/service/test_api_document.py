@@ -10,6 +10,7 @@ import pytest
 
 from contract import __version__
 from service.api_document import TAGS, Deployment, description, docs_page, present
+from service.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -85,6 +86,14 @@ def test_description_states_this_deployment(auth: bool) -> None:
     assert "64 requests" in text
     assert ("requires `Authorization: Bearer <token>`" in text) is auth
     assert "| input | `humidity` | % | 0 to 100 |" in text
+
+
+def test_deployment_reads_the_settings() -> None:
+    settings = Settings(max_rows_per_request=7, body_timeout=1.5, auth_token="secret")
+    deployment = Deployment.of(settings)
+    assert (deployment.max_rows_per_request, deployment.body_timeout, deployment.auth) == (7, 1.5, True)
+    assert deployment.max_bulk_rows == settings.max_bulk_rows
+    assert Deployment.of(Settings()).auth is False
 
 
 def test_docs_page_loads_nothing_from_outside() -> None:
