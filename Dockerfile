@@ -13,9 +13,6 @@
 # ---- dependencies: pinned runtime packages, read from pyproject.toml ----------------
 FROM python:3.11-slim AS deps
 
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# Part of the install step's cache key, so CPU and CUDA builds never share that layer.
-ARG TORCH_VARIANT=cpu
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
@@ -25,9 +22,17 @@ ENV VIRTUAL_ENV=/opt/venv \
 
 RUN python3 -m venv /opt/venv
 COPY pyproject.toml deploy/docker/requirements.py /build/
+# Everything but torch first: this layer is the same in the CPU and the CUDA image, so
+# building the second one reuses it.
+RUN python3 /build/requirements.py /build/pyproject.toml --without torch > /build/requirements.txt \
+    && pip install -r /build/requirements.txt
+# Then torch, in a layer of its own per variant (the build args are declared only here, so
+# the layers above do not depend on them; TORCH_VARIANT is part of this step's cache key).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VARIANT=cpu
 RUN echo "torch variant: $TORCH_VARIANT" \
-    && python3 /build/requirements.py /build/pyproject.toml > /build/requirements.txt \
-    && pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r /build/requirements.txt
+    && python3 /build/requirements.py /build/pyproject.toml --only torch > /build/requirements-torch.txt \
+    && pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r /build/requirements-torch.txt
 
 # ---- trainer: fits the default model into a model store ---------------------------
 FROM deps AS trainer

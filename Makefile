@@ -30,11 +30,13 @@ train: setup
 
 ## Set up (including podman, prometheus and chromium for their tests), then lint, type-check
 ## and run the whole test suite: unit, integration, deploy and container tiers (what CI
-## runs). Results (junit.xml) and the docs page's screenshots go to test-results/; coverage
-## of the packages (served subprocesses included) is printed and held to fail_under.
+## runs; the container tier beside the others, see devtools/test-tiers.sh). Results
+## (junit*.xml, the container tier's log) and the docs page's screenshots go to
+## test-results/; coverage of the packages (served subprocesses included) is printed and
+## held to fail_under.
 test: setup container-setup monitoring-setup browser-setup lint typecheck
 	$(PY) -m coverage erase
-	$(PY) -m coverage run -m pytest --junitxml=test-results/junit.xml $(PYTEST_ARGS)
+	bash devtools/test-tiers.sh $(PY) $(PYTEST_ARGS)
 	$(PY) -m coverage combine --quiet
 	$(PY) -m coverage report
 
@@ -48,7 +50,7 @@ monitoring-setup:
 
 ## Chromium and chromedriver (Debian packages) for the docs-page browser test.
 browser-setup:
-	bash devtools/apt-tools.sh "for the docs-page browser test" "chromium chromedriver" chromium chromium-driver
+	bash devtools/browser-setup.sh
 
 ## Build the CPU image: make image TAG=crop-yield:0.1.0
 image: container-setup
@@ -80,16 +82,16 @@ bench: setup
 	$(PY) -m benchmarks.training_bench $(ARGS)
 
 bench-service: setup
-	command -v wrk >/dev/null || apt-get install -y -qq wrk  # the load generator (Debian package)
+	bash devtools/apt-tools.sh benchmark
 	$(PY) -m benchmarks.service_bench $(ARGS)
 
 ## Interval and extrapolation-flag costs; BEFORE=<checkout of older code> adds it.
 bench-intervals: setup
-	command -v wrk >/dev/null || apt-get install -y -qq wrk
+	bash devtools/apt-tools.sh benchmark
 	$(PY) -m benchmarks.interval_bench $(if $(BEFORE),--before $(BEFORE)) $(ARGS)
 
 bench-monitoring: setup
-	command -v wrk >/dev/null || apt-get install -y -qq wrk
+	bash devtools/apt-tools.sh benchmark
 	$(PY) -m benchmarks.monitoring_bench $(ARGS)
 
 ## Headless locust run against a running service; HTML report and CSV stats in REPORT_DIR.

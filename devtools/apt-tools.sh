@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
-# Install Debian packages for a test tier when their commands are missing (idempotent).
-#   apt-tools.sh "<what they are for>" "<command> ..." <package> ...
-# Needs root and apt-get; without them it says so and exits 0 (the tests skip), except in
-# CI ($CI set), where the tests must run and this fails.
+# Install one group of devtools/system-packages.txt where any of it is missing (idempotent):
+#   apt-tools.sh GROUP          install the group's Debian packages
+#   apt-tools.sh --list GROUP   print them
+# Needs root and apt-get; without them it names what is missing and exits 0 (the tests that
+# need it skip), except in CI ($CI set), where the tests must run and this exits 1.
 set -euo pipefail
-purpose=$1 commands=$2
-shift 2
-missing=0
-for command in $commands; do
-    command -v "$command" >/dev/null 2>&1 || missing=1
+list="$(cd "$(dirname "$0")" && pwd)/system-packages.txt"
+packages_of() {
+    local found
+    found="$(sed -n "s/^$1:[[:space:]]*//p" "$list")"
+    [ -n "$found" ] || { echo "apt-tools.sh: no group '$1' in $list" >&2; exit 2; }
+    echo "$found"
+}
+if [ "${1:-}" = "--list" ]; then
+    packages_of "$2"
+    exit 0
+fi
+group=$1
+names="$(packages_of "$group")" || exit 2
+read -r -a packages <<< "$names"
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
-[ "$missing" -eq 0 ] && exit 0
+[ "${#missing[@]}" -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "$commands: not installed and cannot be installed here (needs root and apt-get)" >&2
+    echo "missing for the $group tier: ${missing[*]} (installing needs root and apt-get)" >&2
     [ -n "${CI:-}" ] && exit 1
     exit 0
 fi
-echo "installing $* ($purpose)" >&2
+echo "installing for the $group tier: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq || true
-apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+apt-get update -qq || true  # a stale package list still resolves these
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

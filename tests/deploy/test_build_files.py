@@ -44,6 +44,14 @@ def test_dockerfile_requirements_come_from_pyproject() -> None:
     ).stdout.split()
     assert {"matplotlib==3.11.2", "tqdm==4.70.1"} <= set(with_train)
 
+    def pins(*args: str) -> list[str]:
+        command = [sys.executable, str(script), str(REPO_ROOT / "pyproject.toml"), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+
+    # The image's two install layers: everything but torch (shared by CPU and CUDA), then torch.
+    assert pins("--only", "torch") == ["torch==2.13.0"]
+    assert sorted(pins("--without", "torch") + pins("--only", "torch")) == sorted(runtime)
+
 
 def test_version_has_one_source() -> None:
     assert "version" in pyproject()["dynamic"]  # type: ignore[operator]
@@ -70,3 +78,18 @@ def test_the_repository_stands_alone() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     for link in re.findall(r"\]\((docs/[^)]+)\)", readme):
         assert (REPO_ROOT / link).is_file(), link
+
+
+def test_the_readme_lists_the_machine_packages() -> None:
+    """The prerequisites table names every package of the list the set-up scripts install."""
+    listed = (REPO_ROOT / "devtools" / "system-packages.txt").read_text()
+    groups = dict(
+        line.split(":", 1) for line in listed.splitlines() if line.strip() and not line.startswith("#")
+    )
+    assert {"container", "monitoring", "browser", "benchmark"} <= set(groups)
+    assert "iptables" in groups["container"].split()
+    readme = (REPO_ROOT / "README.md").read_text()
+    for group, packages in groups.items():
+        assert f"| {group} | {' '.join(packages.split())} |" in readme, group
+    for script in ("deploy/podman/setup.sh", "deploy/monitoring/setup.sh", "devtools/browser-setup.sh"):
+        assert "apt-tools.sh" in (REPO_ROOT / script).read_text(), script
