@@ -46,10 +46,11 @@ fi
 for tool in iptables; do
     command -v "$tool" >/dev/null 2>&1 || fail "'$tool' is not on PATH (netavark needs it for the bridge network)"
 done
-last_line() { grep -v '^\s*$' | tail -n 1; }
+# The first line that says what failed (podman's last line is often only "Error: failed to start").
+cause() { grep -m 1 -iE 'error|failed|not found|no such' || echo "(no output)"; }
 if ! out="$(podman run --rm --pull=never --network bridge "$BASE_IMAGE" python3 -c 'print("ok")' 2>&1)" \
     || [ "$out" != "ok" ]; then
-    fail "a container on the default network did not run: $(last_line <<< "$out")"
+    fail "a container on the default network did not run: $(cause <<< "$out")"
 fi
 pod="$(mktemp --suffix=.yaml)"
 trap 'podman kube down "$pod" >/dev/null 2>&1 || true; rm -f "$pod"' EXIT
@@ -60,10 +61,10 @@ metadata: {name: crop-yield-setup-smoke}
 spec:
   restartPolicy: Never
   containers:
-    - {name: probe, image: $BASE_IMAGE, command: [python3, -c, "pass"]}
+    - {name: probe, image: $BASE_IMAGE, command: [/usr/bin/python3, -c, "pass"]}
 YAML
 podman kube down "$pod" >/dev/null 2>&1 || true
 if ! out="$(podman kube play "$pod" 2>&1)"; then
-    fail "podman kube play of a one-container pod failed: $(last_line <<< "$out")"
+    fail "podman kube play of a one-container pod failed: $(cause <<< "$out")"
 fi
 echo "podman ready: $(podman --version); base image $BASE_IMAGE; bridge network and kube play work" >&2
