@@ -1,4 +1,4 @@
-"""``python -m service``: check the model can be served (``service.preflight``), then run
+"""``python -m service``: check the model can be served (``service.inference.preflight``), then run
 ``bentoml serve`` with the settings.
 
 The graceful-shutdown timeout, host and port are command-line options of ``bentoml
@@ -33,7 +33,7 @@ def serve_command() -> list[str]:
 
 
 def main() -> int:
-    from service.preflight import exit_on_problem
+    from service.inference.preflight import exit_on_problem
 
     exit_on_problem(get_settings())  # one clear line and status 2 when the model cannot be served
     command = serve_command()

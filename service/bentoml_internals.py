@@ -17,7 +17,7 @@ from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
 # BentoML logs every rejected request body as an ERROR with a traceback on this logger
 # (``log_exception`` in the module of that name). No setting changes that, so
-# ``runtime.QuietValidationErrors`` filters that logger by name.
+# ``service.observability.runtime.QuietValidationErrors`` filters that logger by name.
 VALIDATION_LOGGER = "bentoml._internal.server.http_app"
 
 __all__ = ["VALIDATION_LOGGER", "CorkDispatcher"]

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contract import MODEL_NAME
 
 DeviceSetting = Literal["auto", "cpu", "cuda"]
-"""The device choices (``service.device`` resolves them); defined here, where the
+"""The device choices (``service.inference.device`` resolves them); defined here, where the
 environment is read, so that reading settings does not import torch."""
 
 

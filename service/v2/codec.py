@@ -8,8 +8,8 @@ object per element (100,000 rows decode about 3x faster than with orjson) and re
 element that is not a number; its lazy objects cost more per field than orjson's dicts,
 so small bodies, where the fields dominate, do not use it.
 
-Every problem raises ``V2Error`` with one message naming the tensor and, where it
-applies, the element index; the routes answer it as ``{"error": message}``.
+Every problem raises ``CodecError`` with one message naming the tensor and, where it
+applies, the element index; the routes answer it as the error table's ``invalid request``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import orjson
 import simdjson
 
 from contract import FEATURE_NAMES, FEATURES, TARGET_NAMES, Column
-from service.intervals import BOUND_NAMES, MAX_LEVEL, MIN_LEVEL
+from service.inference.intervals import BOUND_NAMES, MAX_LEVEL, MIN_LEVEL
 
 DTYPES: dict[str, np.dtype[Any]] = {
     "FP32": np.dtype("<f4"),
@@ -37,13 +37,8 @@ FEATURE_BY_NAME: dict[str, Column] = {c.name: c for c in FEATURES}
 HEADER_LENGTH = "inference-header-content-length"
 
 
-class V2Error(Exception):
-    """A request the protocol refuses; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+class CodecError(Exception):
+    """A request body the protocol refuses: the message names the tensor and element."""
 
 
 @dataclass(frozen=True)
@@ -76,10 +71,12 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
         return body, memoryview(b"")
     text = header_length.strip()
     if not text.isdigit():
-        raise V2Error(f"Inference-Header-Content-Length must be a byte count, not {header_length!r}")
+        raise CodecError(f"Inference-Header-Content-Length must be a byte count, not {header_length!r}")
     length = int(text)
     if length > len(body):
-        raise V2Error(f"Inference-Header-Content-Length is {length} but the body has only {len(body)} bytes")
+        raise CodecError(
+            f"Inference-Header-Content-Length is {length} but the body has only {len(body)} bytes"
+        )
     return body[:length], memoryview(body)[length:]
 
 
@@ -113,7 +110,7 @@ def _parse_json(header: bytes) -> Any:
     # orjson.JSONDecodeError is a ValueError; simdjson raises ValueError for malformed JSON
     # and RuntimeError for what it cannot represent (an integer beyond 64 bits)
     except (ValueError, UnicodeDecodeError, RuntimeError) as exc:
-        raise V2Error(_explain_bad_json(header, exc)) from None
+        raise CodecError(_explain_bad_json(header, exc)) from None
 
 
 def _explain_bad_json(header: bytes, exc: Exception) -> str:
@@ -145,36 +142,36 @@ def _object(value: Any, field: str, owner: str = "") -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, OBJECT_TYPES):
-        raise V2Error(f"{owner}{field} must be a JSON object")
+        raise CodecError(f"{owner}{field} must be a JSON object")
     return value
 
 
 def _bool(value: Any, field: str, owner: str = "") -> bool | None:
     if value is not None and not isinstance(value, bool):
-        raise V2Error(f"{owner}{field} must be true or false, not {value!r}")
+        raise CodecError(f"{owner}{field} must be true or false, not {value!r}")
     return value
 
 
 def _string(value: Any, field: str, owner: str = "") -> str:
     if not isinstance(value, str):
-        raise V2Error(f"{owner}{field} " + ("must be a string" if value is not None else "is missing"))
+        raise CodecError(f"{owner}{field} " + ("must be a string" if value is not None else "is missing"))
     return value
 
 
 def _array(value: Any, field: str, owner: str = "") -> Any:
     if not isinstance(value, ARRAY_TYPES):
-        raise V2Error(f"{owner}{field} " + ("must be a JSON array" if value is not None else "is missing"))
+        raise CodecError(f"{owner}{field} " + ("must be a JSON array" if value is not None else "is missing"))
     return value
 
 
 def _rows_of(shape: Any, name: str) -> int:
     dims = _as_list(_array(shape, "shape", f"input {name!r}: ") if type(shape) is not list else shape)
     if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
-        raise V2Error(f"input {name!r}: shape {dims} must hold integers")
+        raise CodecError(f"input {name!r}: shape {dims} must hold integers")
     if len(dims) not in (1, 2) or (len(dims) == 2 and dims[1] != 1):
-        raise V2Error(f"input {name!r}: shape {dims} is not supported; send [N] or [N, 1]")
+        raise CodecError(f"input {name!r}: shape {dims} is not supported; send [N] or [N, 1]")
     if dims[0] < 1:
-        raise V2Error(f"input {name!r} is empty (shape {dims}); send at least one row")
+        raise CodecError(f"input {name!r} is empty (shape {dims}); send at least one row")
     return int(dims[0])
 
 
@@ -195,7 +192,7 @@ def _json_data(data: Any, name: str) -> np.ndarray:
         if all(type(v) is float or type(v) is int for v in flat):  # bool is not a number here
             return np.array(flat, dtype=np.float64)
     index, value = next((i, v) for i, v in enumerate(flat) if type(v) not in (int, float))
-    raise V2Error(f"input {name!r}: element {index} is {value!r}, not a number")
+    raise CodecError(f"input {name!r}: element {index} is {value!r}, not a number")
 
 
 def _flatten(values: list[Any]) -> list[Any]:
@@ -243,25 +240,25 @@ def _check_column(values: np.ndarray, column: Column, datatype: str) -> None:
             bad = np.flatnonzero(mask)
             more = f" ({bad.size - 1} more elements like it)" if bad.size > 1 else ""
             value = f"{float(values[bad[0]]):g} {shown_unit}".strip()
-            raise V2Error(f"input {column.name!r}: element {int(bad[0])} is {value}, {what}{more}")
+            raise CodecError(f"input {column.name!r}: element {int(bad[0])} is {value}, {what}{more}")
 
 
 # -- the request ------------------------------------------------------------------------
 
 
 def decode_request(body: bytes, header_length: str | None, max_rows: int) -> InferRequest:
-    """An infer request body → its rows and requested outputs, or ``V2Error``."""
+    """An infer request body → its rows and requested outputs, or ``CodecError``."""
     try:
         return _decode(body, header_length, max_rows)
     except (UnicodeDecodeError, RuntimeError) as exc:  # simdjson decodes strings lazily
-        raise V2Error(f"the request body could not be read as JSON ({exc})") from None
+        raise CodecError(f"the request body could not be read as JSON ({exc})") from None
 
 
 def _decode(body: bytes, header_length: str | None, max_rows: int) -> InferRequest:
     header, binary = split_body(body, header_length)
     document = _parse_json(header)
     if not isinstance(document, OBJECT_TYPES):
-        raise V2Error("the request must be a JSON object with an 'inputs' array")
+        raise CodecError("the request must be a JSON object with an 'inputs' array")
     request_id = document.get("id")
     if request_id is not None:
         request_id = _string(request_id, "id")
@@ -274,23 +271,23 @@ def _decode(body: bytes, header_length: str | None, max_rows: int) -> InferReque
     offset = 0
     for i, tensor in enumerate(_array(document.get("inputs"), "inputs")):
         if not isinstance(tensor, OBJECT_TYPES):
-            raise V2Error(f"inputs[{i}] must be a JSON object")
+            raise CodecError(f"inputs[{i}] must be a JSON object")
         name = _string(tensor.get("name"), "name", f"inputs[{i}].")
         if name not in FEATURE_BY_NAME:
-            raise V2Error(f"unknown input {name!r}; the model's inputs are {', '.join(FEATURE_BY_NAME)}")
+            raise CodecError(f"unknown input {name!r}; the model's inputs are {', '.join(FEATURE_BY_NAME)}")
         if name in columns:
-            raise V2Error(f"input {name!r} appears twice")
+            raise CodecError(f"input {name!r} appears twice")
         datatype = tensor.get("datatype")
         if type(datatype) is not str:
             _string(datatype, "datatype", f"input {name!r}: ")
         if datatype not in DTYPES:
-            raise V2Error(
+            raise CodecError(
                 f"input {name!r}: datatype {datatype!r} is not supported; "
                 "send FP32 (FP64, INT32 and INT64 are converted)"
             )
         rows = _rows_of(tensor.get("shape"), name)
         if rows > max_rows:
-            raise V2Error(f"input {name!r} has {rows} rows; at most {max_rows} rows per request")
+            raise CodecError(f"input {name!r} has {rows} rows; at most {max_rows} rows per request")
         tensor_parameters = tensor.get("parameters")
         size = (
             None
@@ -301,17 +298,17 @@ def _decode(body: bytes, header_length: str | None, max_rows: int) -> InferReque
             values = _json_data(tensor.get("data"), name)
         else:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise V2Error(f"input {name!r}: binary_data_size must be a byte count, not {size!r}")
+                raise CodecError(f"input {name!r}: binary_data_size must be a byte count, not {size!r}")
             if tensor.get("data") is not None:
-                raise V2Error(f"input {name!r} has both data and binary_data_size; send one")
+                raise CodecError(f"input {name!r} has both data and binary_data_size; send one")
             values = _binary_data(binary, offset, size, rows, name, datatype)
             offset += size
         if values.size != rows:
-            raise V2Error(f"input {name!r}: shape says {rows} rows but data holds {values.size} elements")
+            raise CodecError(f"input {name!r}: shape says {rows} rows but data holds {values.size} elements")
         columns[name] = values
         datatypes[name] = datatype
     if offset != len(binary):
-        raise V2Error(
+        raise CodecError(
             f"the body has {len(binary)} bytes after the JSON header but the inputs' "
             f"binary_data_size add up to {offset}"
         )
@@ -325,7 +322,7 @@ def _level(value: Any) -> float:
     if value is None:
         return DEFAULT_LEVEL
     if isinstance(value, bool) or not isinstance(value, int | float) or not MIN_LEVEL <= value <= MAX_LEVEL:
-        raise V2Error(
+        raise CodecError(
             f"parameters.interval must be a confidence level from {MIN_LEVEL} to {MAX_LEVEL}, not {value!r}"
         )
     return float(value)
@@ -336,12 +333,12 @@ def _binary_data(
 ) -> np.ndarray:
     dtype = DTYPES[datatype]
     if size != rows * dtype.itemsize:
-        raise V2Error(
+        raise CodecError(
             f"input {name!r}: binary_data_size is {size} bytes but {rows} {datatype} elements "
             f"take {rows * dtype.itemsize}"
         )
     if offset + size > len(binary):
-        raise V2Error(
+        raise CodecError(
             f"input {name!r}: its binary data ends at byte {offset + size} after the header, "
             f"but only {len(binary)} bytes follow it"
         )
@@ -352,11 +349,11 @@ def _to_rows(columns: dict[str, np.ndarray], datatypes: dict[str, str]) -> np.nd
     """The checked float32 n×3 matrix (checked in the inputs' own precision, then converted)."""
     missing = [name for name in FEATURE_BY_NAME if name not in columns]
     if missing:
-        raise V2Error(f"missing input(s) {', '.join(map(repr, missing))}")
+        raise CodecError(f"missing input(s) {', '.join(map(repr, missing))}")
     lengths = {name: len(values) for name, values in columns.items()}
     if len(set(lengths.values())) > 1:
         shown = ", ".join(f"{name} has {n}" for name, n in lengths.items())
-        raise V2Error(f"inputs differ in rows: {shown}")
+        raise CodecError(f"inputs differ in rows: {shown}")
     all_fp32 = all(values.dtype == np.float32 for values in columns.values())
     rows = np.empty((lengths[FEATURE_NAMES[0]], len(FEATURE_NAMES)), np.float32 if all_fp32 else np.float64)
     for j, name in enumerate(FEATURE_NAMES):
@@ -380,12 +377,12 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> tuple[RequestedOut
     chosen: dict[str, RequestedOutput] = {}
     for i, output in enumerate(_array(outputs, "outputs")):
         if not isinstance(output, OBJECT_TYPES):
-            raise V2Error(f"outputs[{i}] must be a JSON object")
+            raise CodecError(f"outputs[{i}] must be a JSON object")
         name = _string(output.get("name"), f"outputs[{i}].name")
         if name not in OUTPUT_NAMES:
-            raise V2Error(f"unknown output {name!r}; the model's outputs are {', '.join(OUTPUT_NAMES)}")
+            raise CodecError(f"unknown output {name!r}; the model's outputs are {', '.join(OUTPUT_NAMES)}")
         if name in chosen:
-            raise V2Error(f"output {name!r} is requested twice")
+            raise CodecError(f"output {name!r} is requested twice")
         flag = _bool(
             _object(output.get("parameters"), "parameters", f"output {name!r}: ").get("binary_data"),
             "parameters.binary_data",
@@ -393,7 +390,7 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> tuple[RequestedOut
         )
         chosen[name] = RequestedOutput(name, binary_default if flag is None else flag)
     if not chosen:
-        raise V2Error("outputs is empty; omit it to get every output")
+        raise CodecError("outputs is empty; omit it to get every output")
     return tuple(chosen.values())
 
 

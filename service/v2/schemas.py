@@ -13,9 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contract import FEATURES, TARGETS
 
-DATATYPE_NAMES = ("FP32", "FP64", "INT32", "INT64")
-"""Input datatypes accepted (converted to FP32); outputs are always FP32."""
-
 FeatureName = Literal["temperature", "rainfall", "humidity"]
 OutputName = Literal[
     "apples", "oranges", "apples_lower", "apples_upper", "oranges_lower", "oranges_upper", "extrapolated"

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from service.v2.routes import OPERATIONS
+from service.v2.operations import OPERATIONS
 from tests.deploy.test_manifests import DNS_1123_LABEL
 from tests.deploy.test_manifests import render as render_deployment
 from tests.helpers import REPO_ROOT, require_tool

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from contract.metadata import read_metadata
-from service.intervals import Intervals
+from service.inference.intervals import Intervals
 from tests.integration.conftest import Server
 from tests.integration.service.test_api import as_inputs, random_rows, stored_weights
 from tests.v2_cases import json_request

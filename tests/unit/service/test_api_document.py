@@ -1,4 +1,4 @@
-"""The OpenAPI document's frame (service.api_document), without a server."""
+"""The OpenAPI document's frame (service.docs.document), without a server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from contract import __version__
-from service.api_document import TAGS, Deployment, description, docs_page, present
+from service.docs.document import TAGS, Deployment, description, docs_page, present
 from service.settings import Settings
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from service.batching import RowBatcher
+from service.inference.batching import RowBatcher
 
 
 def test_concurrent_callers_get_their_own_rows_from_merged_calls() -> None:

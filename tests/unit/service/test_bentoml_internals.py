@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,16 @@ import pytest
 
 from contract import store_home
 from service.bentoml_internals import VALIDATION_LOGGER, CorkDispatcher
+from service.inference.batching import RowBatcher
+from service.inference.errors import OverloadedError
 
 
 def test_dispatcher_constructor_takes_what_row_batcher_passes() -> None:
     parameters = inspect.signature(CorkDispatcher.__init__).parameters
     for name in ("max_latency_in_ms", "max_batch_size", "fallback", "get_batch_size", "batch_dim"):
-        assert name in parameters, f"CorkDispatcher no longer takes {name!r}: update service/batching.py"
+        assert name in parameters, (
+            f"CorkDispatcher no longer takes {name!r}: update service/inference/batching.py"
+        )
 
 
 def test_dispatcher_merges_concurrent_calls_and_splits_results_per_caller() -> None:
@@ -51,11 +56,26 @@ def test_dispatcher_merges_concurrent_calls_and_splits_results_per_caller() -> N
 
 
 def test_shed_calls_end_in_the_fallback() -> None:
-    """Rows that wait too long are cancelled inside the dispatcher, which then calls
-    ``fallback``: RowBatcher's raises ServiceUnavailable, answered 503 with Retry-After."""
-    source = inspect.getsource(CorkDispatcher.__call__)
-    assert "except asyncio.CancelledError" in source
-    assert "return self.fallback()" in source
+    """Rows that would wait longer than the latency limit are shed by the dispatcher, which
+    then calls ``fallback``: RowBatcher's raises OverloadedError (answered 503, Retry-After)."""
+
+    def slow_model(rows: np.ndarray) -> np.ndarray:
+        time.sleep(0.01)  # 10 ms a call against a 5 ms latency limit: the queue cannot keep up
+        return rows[:, :2]
+
+    async def scenario() -> list[np.ndarray | BaseException]:
+        batcher = RowBatcher(slow_model, max_batch_size=2, max_latency_ms=5)
+        try:
+            calls = (batcher(np.ones((1, 3), np.float32)) for _ in range(200))
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            batcher.shutdown()
+
+    results = asyncio.run(scenario())
+    shed = [r for r in results if isinstance(r, BaseException)]
+    assert shed, "the dispatcher no longer sheds rows that wait too long"
+    assert all(isinstance(r, OverloadedError) for r in shed), {type(r) for r in shed}
+    assert any(isinstance(r, np.ndarray) for r in results)
 
 
 def test_the_validation_logger_is_the_one_bentoml_logs_rejected_bodies_on() -> None:

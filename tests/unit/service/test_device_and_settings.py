@@ -6,7 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from service.device import DeviceUnavailableError, resolve_device, wants_gpu
+from service.inference.device import DeviceUnavailableError, resolve_device, wants_gpu
 from service.settings import Settings
 
 

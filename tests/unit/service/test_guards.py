@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from service import errors
-from service.asgi import Message, Receive, Scope, Send
-from service.middleware import BearerAuth, JsonOnly, UnroutableV2Paths
-from service.openapi import patch_spec
-from service.paths import is_probe, is_protected
-from service.traffic import REQUEST_ID, RequestContext, RequestGate
+from service.docs.openapi import patch_spec
+from service.http.asgi import Message, Receive, Scope, Send
+from service.http.guards import BearerAuth, JsonOnly, UnroutableV2Paths
+from service.http.paths import is_probe, is_protected
+from service.http.traffic import RequestContext, RequestGate
+from service.observability.context import REQUEST_ID
 
 
 async def ok_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -161,22 +161,28 @@ def test_auth_json_only_and_unroutable_paths() -> None:
 
 
 def test_every_error_of_the_table_is_documented_where_it_applies() -> None:
+    infer = "/v2/models/{model_name}/infer"
     spec = {
         "paths": {
             "/predict": {"post": {"requestBody": {}, "responses": {}}},
             "/metadata": {"get": {"responses": {}}},
             "/readyz": {"get": {"responses": {}}},
+            infer: {"post": {"requestBody": {}, "responses": {}}},
         }
     }
+    expected = {
+        ("/predict", "post"): {"400", "408", "413", "415", "429", "503", "504"},
+        ("/metadata", "get"): {"429", "503", "504"},
+        ("/readyz", "get"): set(),  # probes are never refused
+        (infer, "post"): {"400", "404", "408", "413", "415", "429", "503", "504"},
+    }
+    protected = {"/predict", "/metadata", infer}
     for auth in (False, True):
         patched = patch_spec(spec, auth=auth)
-        for path, item in patched["paths"].items():
-            for method, operation in item.items():
-                expected = {
-                    str(e.status)
-                    for e in errors.TABLE
-                    if e.applies(path, method) and (auth or e is not errors.UNAUTHORIZED)
-                }
-                assert {s for s in operation["responses"] if int(s) >= 400} == expected, (path, method)
-    readyz = patch_spec(spec, auth=True)["paths"]["/readyz"]["get"]["responses"]
-    assert not {"401", "429", "504"} & set(readyz), "probes are never refused"
+        for (path, method), statuses in expected.items():
+            responses = patched["paths"][path][method]["responses"]
+            wanted = statuses | ({"401"} if auth and path in protected else set())
+            assert {s for s in responses if int(s) >= 400} == wanted, (path, method, auth)
+    busy = patch_spec(spec, auth=False)["paths"]["/predict"]["post"]["responses"]["503"]["description"]
+    assert "batching queue" in busy
+    assert "Or: The model is still loading" in busy  # two entries share 503: both are described

@@ -1,4 +1,4 @@
-"""Prediction intervals (service.intervals) from what training records, against statsmodels'
+"""Prediction intervals (service.inference.intervals) from what training records, against statsmodels'
 OLS intervals and against the truth on data with known noise; and the extrapolation box."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import statsmodels.api as sm
 
 from contract.metadata import IntervalBasis
 from devtools import synthetic
-from service.intervals import BOUND_NAMES, Intervals, TrainingBox, outside_features, outside_rows, t_quantile
+from service.inference.intervals import BOUND_NAMES, Intervals, t_quantile
+from service.inference.training_range import TrainingBox
+from service.rest.encoding import outside_features, outside_rows
 from training.pipeline import TrainOptions, TrainOutcome, train
 
 pytestmark = pytest.mark.unit

@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from service.intervals import Intervals, NoIntervalsError
-from service.model import LinearModel, ModelLoadError
+from service.inference.errors import NoIntervalsError
+from service.inference.intervals import Intervals
+from service.inference.model import LinearModel, ModelLoadError
 from training.pipeline import TrainOptions, train
 
 VALID_BASIS: dict[str, Any] = {

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from service.monitoring import Monitor, add_observations, bucket_bounds, target_ranges, training_ranges
+from service.inference.training_range import TrainingBox
+from service.observability.monitoring import (
+    Monitor,
+    add_observations,
+    bucket_bounds,
+    target_ranges,
+    training_ranges,
+)
 from training.pipeline import TrainOptions, train
 
 FEATURES = [(68.0, 103.0), (43.0, 135.0), (36.0, 71.0)]
@@ -39,7 +46,7 @@ def test_training_ranges_come_from_the_entry_metadata() -> None:
 
 
 def test_observe_counts_rows_outside_the_range_and_fills_buckets() -> None:
-    monitor = Monitor(FEATURES, target_ranges(WEIGHT, BIAS, FEATURES))
+    monitor = Monitor(FEATURES, target_ranges(WEIGHT, BIAS, FEATURES), TrainingBox(FEATURES))
     rows = np.array([[68.0, 43.0, 36.0], [67.9, 200.0, 50.0], [110.0, 20.0, 80.0]], dtype=np.float32)
     outputs = np.asarray(rows @ WEIGHT.T + BIAS, dtype=np.float32)
     monitor.observe(rows[:2], outputs[:2])
@@ -64,7 +71,7 @@ def test_bulk_update_equals_prometheus_observe() -> None:
     bulk = Histogram("h", "h", buckets=[*bounds, float("inf")], registry=registry_b)
     for value in values:
         one_by_one.observe(value)
-    monitor = Monitor([(68.0, 103.0)] * 3, [(68.0, 103.0)] * 2)
+    monitor = Monitor([(68.0, 103.0)] * 3, [(68.0, 103.0)] * 2, TrainingBox([(68.0, 103.0)] * 3))
     monitor.observe(np.column_stack([values] * 3), np.column_stack([values] * 2))
     state = monitor.take()
     add_observations(bulk, state.bucket_counts[0], float(state.sums[0]))
@@ -89,7 +96,8 @@ def test_the_few_rows_path_counts_exactly_as_the_vectorized_one() -> None:
     rows = rng.uniform([40, 0, 0], [130, 200, 100], size=(200, 3)).astype(np.float32)
     rows[:3] = [[68.0, 100.0, 36.0], [103.0, 135.0, 50.0], [50.5, 0.0, 100.0]]  # features on bounds
     outputs = np.asarray(rows @ WEIGHT.T + BIAS, dtype=np.float32)
-    one_call, row_by_row = Monitor(FEATURES, ranges), Monitor(FEATURES, ranges)
+    box = TrainingBox(FEATURES)
+    one_call, row_by_row = Monitor(FEATURES, ranges, box), Monitor(FEATURES, ranges, box)
     one_call.observe(rows, outputs)
     for i in range(len(rows)):
         row_by_row.observe(rows[i : i + 1], outputs[i : i + 1])

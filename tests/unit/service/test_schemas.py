@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from service.schemas import CropConditions, columns_request_model, predict_request_model
+from service.rest.schemas import CropConditions, columns_request_model, predict_request_model
 
 PredictRequest = predict_request_model(max_rows=5)
 ColumnsRequest = columns_request_model(max_rows=5)

@@ -64,17 +64,17 @@ def test_bulk_json_takes_the_simdjson_path_with_the_same_result() -> None:
     assert len(body) > codec.SIMDJSON_FROM_BYTES
     np.testing.assert_array_equal(decode(body).rows, rows.astype(np.float32))
     too_big = body.replace(b'"data": [', b'"data": [18910126700947378176, ', 1)  # beyond 64 bits
-    with pytest.raises(codec.V2Error, match="could not be read as JSON"):
+    with pytest.raises(codec.CodecError, match="could not be read as JSON"):
         decode(too_big)
     bad = body.replace(b'"data": [', b'"data": [1, "x", ', 1)  # a string as element 1
-    with pytest.raises(codec.V2Error, match=r"element 1 is 'x', not a number"):
+    with pytest.raises(codec.CodecError, match=r"element 1 is 'x', not a number"):
         decode(bad)
 
 
 def test_values_are_checked_in_their_own_precision() -> None:
     # 140.00001 °F rounds to 140.0 in float32 but is above the maximum, as in /predict
     request = json_request(np.array([[140.00001, 67.0, 43.0]]))
-    with pytest.raises(codec.V2Error, match="above the maximum 140"):
+    with pytest.raises(codec.CodecError, match="above the maximum 140"):
         decode(request)
 
 
@@ -141,12 +141,12 @@ def test_bounds_and_flags_are_outputs_asked_for_by_name() -> None:
 @pytest.mark.parametrize("level", [0.4, 1, "0.9", True])
 def test_a_bad_interval_level_is_refused(level: object) -> None:
     body = json_request(ROWS[:1], outputs=[{"name": "apples_lower"}], parameters={"interval": level})
-    with pytest.raises(codec.V2Error, match=r"parameters\.interval must be a confidence level"):
+    with pytest.raises(codec.CodecError, match=r"parameters\.interval must be a confidence level"):
         decode(body)
 
 
 def test_row_limit() -> None:
-    with pytest.raises(codec.V2Error, match="has 3 rows; at most 2 rows per request"):
+    with pytest.raises(codec.CodecError, match="has 3 rows; at most 2 rows per request"):
         codec.decode_request(json.dumps(json_request(ROWS)).encode(), None, 2)
 
 
@@ -156,11 +156,10 @@ def test_row_limit() -> None:
 def test_bad_bodies_name_the_problem(
     case: str, body: bytes, header_length: str | None, fragments: list[str]
 ) -> None:
-    with pytest.raises(codec.V2Error) as raised:
+    with pytest.raises(codec.CodecError) as raised:
         codec.decode_request(body, header_length, MAX_ROWS)
-    assert raised.value.status == 400
     for fragment in fragments:
-        assert fragment in raised.value.message, (case, raised.value.message)
+        assert fragment in str(raised.value), (case, str(raised.value))
 
 
 def test_the_documented_example_is_valid_and_decodes() -> None:

@@ -11,38 +11,53 @@ import httpx
 import numpy as np
 import pytest
 
-from service.intervals import BOUND_NAMES
-from service.openapi import patch_spec
+from service.docs.openapi import patch_spec
+from service.docs.v2_openapi import v2_openapi
+from service.inference.dataplane import Prediction
+from service.inference.errors import NotReadyError
+from service.inference.intervals import BOUND_NAMES
+from service.inference.training_range import TrainingBox
 from service.v2 import routes
-from service.v2.openapi import v2_openapi
+from service.v2.operations import OPERATIONS
 from tests.v2_cases import ONE_ROW
 
 
 @dataclass
-class FakeService:
+class FakePlane:
+    """A stand-in for the data plane (``service.inference.dataplane.Plane``)."""
+
     ready: bool = True
-    model_tag: str = "crop_yield:v1"
+    loaded: bool = True
     max_bulk_rows: int = 100
 
-    async def predict_rows(self, rows: np.ndarray, endpoint: str) -> np.ndarray:
+    @property
+    def model_name(self) -> str:
+        if not self.loaded:
+            raise NotReadyError("the model is still loading")
+        return "crop_yield"
+
+    @property
+    def model_version(self) -> str:
+        return "v1"
+
+    async def predict(
+        self, rows: np.ndarray, endpoint: str, interval: float | None = None, batch: bool = True
+    ) -> Prediction:
         assert endpoint == "v2_infer"
-        return rows[:, :2] * 2
-
-    def interval_bounds(
-        self, rows: np.ndarray, outputs: np.ndarray, level: float | None
-    ) -> dict[str, np.ndarray] | None:
-        return None if level is None else {name: outputs[:, 0] + level for name in BOUND_NAMES}
-
-    def extrapolated(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(rows[:, 0] > 100)
+        outputs = rows[:, :2] * 2
+        bounds = None if interval is None else {name: outputs[:, 0] + interval for name in BOUND_NAMES}
+        return Prediction(rows, outputs, bounds, interval, TrainingBox([(0, 100)] * 3))
 
 
-class TestClient:
+class AppClient:
     """Synchronous calls into the ASGI app, no server or socket."""
+
+    def __init__(self, plane: FakePlane) -> None:
+        self.app = routes.v2_app(plane)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async def call() -> httpx.Response:
-            transport = httpx.ASGITransport(app=routes.app)
+            transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 return await client.request(method, path, **kwargs)
 
@@ -59,35 +74,36 @@ class TestClient:
 
 
 @pytest.fixture
-def client() -> TestClient:
-    return TestClient()
+def client() -> AppClient:
+    return AppClient(FakePlane())
 
 
-def test_not_yet_created(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(routes, "served", lambda: None)
+def test_not_yet_loaded() -> None:
+    client = AppClient(FakePlane(ready=False, loaded=False))
     ready = client.get("/v2/health/ready")
     assert (ready.status_code, ready.json()["ready"]) == (503, False)
     assert client.get("/v2/health/live").json() == {"live": True}
     model = client.get("/v2/models/crop_yield/ready")
     assert (model.status_code, model.headers["retry-after"]) == (503, "1")
+    assert model.json() == {
+        "error": "not ready: the model is still loading; retry after the Retry-After seconds"
+    }
 
 
-def test_created_but_not_ready(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(routes, "served", lambda: FakeService(ready=False))
+def test_loaded_but_not_ready() -> None:
+    client = AppClient(FakePlane(ready=False))
     assert client.get("/v2/health/ready").status_code == 503
     model = client.get("/v2/models/crop_yield/versions/v1/ready")
     assert (model.status_code, model.json()) == (503, {"name": "crop_yield", "ready": False})
 
 
-def test_infer_through_the_service_hook(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(routes, "served", lambda: FakeService())
+def test_infer_through_the_data_plane(client: AppClient) -> None:
     response = client.post("/v2/models/crop_yield/versions/v1/infer", content=ONE_ROW)  # no Content-Type
     assert response.status_code == 200
     assert [o["data"] for o in response.json()["outputs"]] == [[146.0], [134.0]]
 
 
-def test_other_paths_and_methods(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(routes, "served", lambda: FakeService())
+def test_other_paths_and_methods(client: AppClient) -> None:
     unknown = client.get("/v2/repository/index")
     assert unknown.status_code == 404
     assert "no V2 route" in unknown.json()["error"]
@@ -99,7 +115,7 @@ def test_other_paths_and_methods(client: TestClient, monkeypatch: pytest.MonkeyP
 def test_openapi_describes_every_route() -> None:
     document = v2_openapi()
     described = {(path, method.upper()) for path, item in document["paths"].items() for method in item}
-    assert described == {(op.path, op.method) for op in routes.OPERATIONS}
+    assert described == {(op.path, op.method) for op in OPERATIONS}
     infer = document["paths"]["/v2/models/{model_name}/infer"]["post"]
     assert infer["requestBody"]["required"] is True
     assert "422" not in infer["responses"]

@@ -2,7 +2,8 @@
 service really answers (clients and schemathesis read it):
 
 - error bodies: ``detail`` is a list of ``{type, loc, msg}``, not a string;
-- every error of ``service.errors.TABLE``, on each operation it applies to;
+- every error of ``service.http.errors.TABLE``, on each operation it applies to (entries
+  sharing a status share the response, their descriptions joined);
 - request bodies are required;
 - the bearer-token scheme, when authentication is on;
 - the Open Inference Protocol's routes: their ``{"error": message}`` body, the request
@@ -16,9 +17,9 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from service import errors
-from service.paths import is_protected, is_v2
-from service.v2.openapi import v2_openapi
+from service.docs.v2_openapi import v2_openapi
+from service.http import errors
+from service.http.paths import is_protected, is_v2
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -78,9 +79,15 @@ def patch_spec(
             responses = operation.setdefault("responses", {})
             if method == "post":
                 operation.get("requestBody", {})["required"] = True
+            documented: set[str] = set()
             for error in errors.TABLE:
                 if error.applies(path, method) and (auth or error is not errors.UNAUTHORIZED):
-                    responses[str(error.status)] = _error_response(error.description, path)
+                    status = str(error.status)
+                    if status in documented:  # e.g. 503: overloaded, or not ready yet
+                        responses[status]["description"] += f" Or: {error.description}"
+                    else:
+                        responses[status] = _error_response(error.description, path)
+                        documented.add(status)
             if model is not None:
                 _pin_served_model(operation, model)
             if auth and is_protected(path):

@@ -23,13 +23,12 @@ import bisect
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from contract import FEATURE_NAMES, TARGET_NAMES
 from contract.metadata import ModelMetadata
-from service.intervals import TrainingBox
 
 INSIDE_BUCKETS = 8
 OUTSIDE_BUCKETS = 4
@@ -68,19 +67,31 @@ class Accumulated:
     above: np.ndarray  # per feature
 
 
+class Box(Protocol):
+    """The training range the extrapolation flags use (``service.inference.training_range``)."""
+
+    @property
+    def lows(self) -> np.ndarray: ...
+
+    @property
+    def highs(self) -> np.ndarray: ...
+
+
 class Monitor:
     """Columns are the features, then the targets (``contract`` order)."""
 
     def __init__(
-        self, feature_ranges: Sequence[tuple[float, float]], target_ranges: Sequence[tuple[float, float]]
+        self,
+        feature_ranges: Sequence[tuple[float, float]],
+        target_ranges: Sequence[tuple[float, float]],
+        box: Box,
     ):
         ranges = [*feature_ranges, *target_ranges]
         self.names = [*(f"input_{n}" for n in FEATURE_NAMES), *(f"prediction_{n}" for n in TARGET_NAMES)]
         self.bounds = [bucket_bounds(low, high) for low, high in ranges]
         # The extrapolation flags of the responses compare with the same float32 bounds, so
         # this metric counts exactly the rows flagged outside.
-        self.box = TrainingBox(feature_ranges)
-        self.lows, self.highs = self.box.lows, self.box.highs
+        self.lows, self.highs = box.lows, box.highs
         self._lows_list, self._highs_list = self.lows.tolist(), self.highs.tolist()
         column = (-1, 1)  # shapes for the (columns, n) layout of observe()
         self._lows32 = self.lows.astype(np.float32).reshape(column)

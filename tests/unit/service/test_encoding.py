@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from service import convert
-from service.intervals import BOUND_NAMES
-from service.schemas import (
+from service.inference.intervals import BOUND_NAMES
+from service.rest import encoding
+from service.rest.schemas import (
     ColumnsResponse,
     CropConditions,
     PredictResponse,
@@ -20,7 +20,7 @@ def test_rows_to_matrix_keeps_feature_order() -> None:
         CropConditions(temperature=1, rainfall=2, humidity=3),
         CropConditions(temperature=4, rainfall=5, humidity=6),
     ]
-    matrix = convert.rows_to_matrix(rows)
+    matrix = encoding.rows_to_matrix(rows)
     assert matrix.dtype == np.float32
     assert matrix.tolist() == [[1, 2, 3], [4, 5, 6]]
 
@@ -30,7 +30,7 @@ OUTSIDE = np.array([[False, False, False], [True, False, True]])
 
 def test_predictions_json_matches_the_documented_response() -> None:
     outputs = np.array([[1.5, 2.5], [3.0, 4.0]], dtype=np.float32)
-    body = convert.predictions_json(outputs, OUTSIDE, None, None, "crop_yield:v1")
+    body = encoding.predictions_json(outputs, OUTSIDE, None, None, "crop_yield:v1")
     response = PredictResponse.model_validate_json(body)
     assert response.predictions == [
         YieldPrediction(apples=1.5, oranges=2.5, extrapolated=False, outside_training_range=[]),
@@ -47,7 +47,7 @@ def test_predictions_json_with_bounds() -> None:
     bounds = {
         name: np.array([value]) for name, value in zip(BOUND_NAMES, [1.0, 2.0, 2.25, 2.75], strict=True)
     }
-    body = convert.predictions_json(outputs, OUTSIDE[:1], bounds, 0.9, "crop_yield:v1")
+    body = encoding.predictions_json(outputs, OUTSIDE[:1], bounds, 0.9, "crop_yield:v1")
     response = PredictResponse.model_validate_json(body)
     assert response.interval == 0.9
     first = response.predictions[0]
@@ -63,14 +63,14 @@ def test_columns_round_trip() -> None:
     request = columns_request_model(10).model_validate(
         {"temperature": [1, 4], "rainfall": [2, 5], "humidity": [3, 6]}
     )
-    assert convert.columns_to_matrix(request).tolist() == [[1, 2, 3], [4, 5, 6]]
-    columns = convert.matrix_to_columns(np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32))
+    assert encoding.columns_to_matrix(request).tolist() == [[1, 2, 3], [4, 5, 6]]
+    columns = encoding.matrix_to_columns(np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32))
     assert {k: v.tolist() for k, v in columns.items()} == {"apples": [1.0, 3.0], "oranges": [2.0, 4.0]}
 
 
 def test_columns_json_matches_the_documented_response() -> None:
     outputs = np.array([[53.79634, 66.80548], [57.32397, 69.54128]], dtype=np.float32)
-    body = convert.columns_json(outputs, "crop_yield:v1", OUTSIDE)
+    body = encoding.columns_json(outputs, "crop_yield:v1", OUTSIDE)
     assert body == (
         b'{"apples":[53.79634,57.32397],"oranges":[66.80548,69.54128],"extrapolated":[false,true],'
         b'"outside_training_range":{"temperature":[1],"rainfall":[],"humidity":[1]},"model":"crop_yield:v1"}'

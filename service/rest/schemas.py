@@ -19,12 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from contract import FEATURES, TARGETS, Column
-from service.intervals import MAX_LEVEL, MIN_LEVEL
+from service.inference.intervals import MAX_LEVEL, MIN_LEVEL
 
 FEATURE = {c.name: c for c in FEATURES}
 TARGET = {c.name: c for c in TARGETS}
-SEED_004_EXAMPLE: dict[str, Any] = {"temperature": 73.0, "rainfall": 67.0, "humidity": 43.0}
-"""The first region of the seed-004 dataset (it yielded 56 t/ha of apples, 70 of oranges)."""
+EXAMPLE_REGION: dict[str, Any] = {"temperature": 73.0, "rainfall": 67.0, "humidity": 43.0}
+"""The first region of the shipped dataset, training/resources/crop_yield.csv (it yielded 56 t/ha
+of apples, 70 of oranges)."""
 
 STRICT_ROW = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -35,7 +36,7 @@ def _feature_field(name: str) -> Any:
         description=f"{column.description}, in {column.unit}",
         ge=column.minimum,
         le=column.maximum,
-        json_schema_extra={"example": SEED_004_EXAMPLE[name], "unit": column.unit},
+        json_schema_extra={"example": EXAMPLE_REGION[name], "unit": column.unit},
     )
 
 
@@ -49,7 +50,7 @@ def _target_field(column: Column, example: Any) -> Any:
 class CropConditions(BaseModel):
     """Growing conditions of one region: the model's three inputs."""
 
-    model_config = ConfigDict(**STRICT_ROW, json_schema_extra={"example": SEED_004_EXAMPLE})
+    model_config = ConfigDict(**STRICT_ROW, json_schema_extra={"example": EXAMPLE_REGION})
 
     temperature: float = _feature_field("temperature")
     rainfall: float = _feature_field("rainfall")
@@ -164,7 +165,7 @@ def predict_request_model(max_rows: int) -> type[PredictRequestBase]:
         """Rows of growing conditions to predict yields for."""
 
         model_config = ConfigDict(
-            json_schema_extra={"example": {"inputs": [SEED_004_EXAMPLE], "interval": 0.95}}
+            json_schema_extra={"example": {"inputs": [EXAMPLE_REGION], "interval": 0.95}}
         )
 
         inputs: list[CropConditions] = Field(
@@ -188,7 +189,7 @@ def _column_field(name: str, max_rows: int) -> Any:
             f"({column.minimum:g} to {column.maximum:g})"
         ),
         json_schema_extra={
-            "example": [SEED_004_EXAMPLE[name]],
+            "example": [EXAMPLE_REGION[name]],
             "items": item_schema,
             "unit": column.unit,
         },
@@ -250,7 +251,7 @@ def columns_request_model(max_rows: int) -> type[ColumnsRequestBase]:
 
         model_config = ConfigDict(
             json_schema_extra={
-                "example": {**{name: [value] for name, value in SEED_004_EXAMPLE.items()}, "interval": 0.95}
+                "example": {**{name: [value] for name, value in EXAMPLE_REGION.items()}, "interval": 0.95}
             }
         )
 

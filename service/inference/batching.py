@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import numpy as np
-from bentoml.exceptions import ServiceUnavailable
 
 from service.bentoml_internals import CorkDispatcher
+from service.inference.errors import OverloadedError
 
 
 def _overloaded() -> NoReturn:
-    raise ServiceUnavailable("rows waited longer than CROP_YIELD_MAX_LATENCY_MS in the batching queue")
+    raise OverloadedError("rows waited longer than CROP_YIELD_MAX_LATENCY_MS in the batching queue")
 
 
 class RowBatcher:

@@ -1,4 +1,4 @@
-"""Pure conversions between API schemas and the model's row matrices (no torch, no server)."""
+"""Pure conversions between the JSON API's schemas and the data plane's matrices (no torch, no server)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import numpy as np
 import orjson
 
 from contract import FEATURE_NAMES, TARGET_NAMES
-from service.intervals import outside_features, outside_rows
-from service.schemas import ColumnsRequestBase, CropConditions
+from service.rest.schemas import ColumnsRequestBase, CropConditions
 
 
 def rows_to_matrix(rows: Sequence[CropConditions]) -> np.ndarray:
@@ -28,7 +27,7 @@ def predictions_json(
     model: str,
 ) -> bytes:
     """The ``PredictResponse`` body for n×2 outputs, the n×features outside-training-range
-    flags and, when asked for, the interval bounds (``service.intervals``).
+    flags and, when asked for, the interval bounds (``service.inference.intervals``).
 
     Built as plain dicts and written by orjson: the same document as the pydantic models,
     without their per-object construction cost.
@@ -80,3 +79,13 @@ def columns_json(
     if level is not None:
         document["interval"] = level
     return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def outside_features(outside: np.ndarray) -> list[list[str]]:
+    """Per row, the names of the features outside the training range."""
+    return [[FEATURE_NAMES[j] for j in np.flatnonzero(row)] for row in outside]
+
+
+def outside_rows(outside: np.ndarray) -> dict[str, np.ndarray]:
+    """Per feature, the indexes of the rows where it is outside the training range."""
+    return {name: np.flatnonzero(outside[:, j]) for j, name in enumerate(FEATURE_NAMES)}

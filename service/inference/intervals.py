@@ -1,5 +1,5 @@
-"""Prediction intervals and extrapolation flags: pure functions of the rows, the model's
-outputs and the store entry's metadata (no torch, no server).
+"""Prediction intervals: pure functions of the rows, the model's outputs and the store
+entry's metadata (no torch, no server).
 
 A linear model fitted by least squares has exact prediction intervals for a new
 observation: ``ŷ ± t(1 - α/2, dof) · σ · sqrt(1 + x0ᵀ (XᵀX)⁻¹ x0)`` with ``x0 = [1, x]``,
@@ -10,21 +10,17 @@ quadratic form cancels large terms (temperatures around 80 °F squared).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
 from contract import FEATURE_NAMES, TARGET_NAMES
 from contract.metadata import IntervalBasis
+from service.inference.errors import NoIntervalsError
 
 MIN_LEVEL, MAX_LEVEL = 0.5, 0.999
 BOUND_NAMES: tuple[str, ...] = tuple(f"{t}_{side}" for t in TARGET_NAMES for side in ("lower", "upper"))
 """Output names of the bounds, target by target: apples_lower, apples_upper, oranges_..."""
-
-
-class NoIntervalsError(ValueError):
-    """The served model's metadata has no interval statistics (trained before schema 2)."""
 
 
 @lru_cache(maxsize=64)
@@ -67,34 +63,3 @@ class Intervals:
             columns[f"{target}_lower"] = (center[:, j] - half[:, j]).astype(np.float32)
             columns[f"{target}_upper"] = (center[:, j] + half[:, j]).astype(np.float32)
         return columns
-
-
-class TrainingBox:
-    """The training data's range per feature, compared in float32 (the precision rows are
-    served in): a value equal to a training extreme is inside. The extrapolation flags and
-    the out-of-range metric (``service.monitoring``) both use these comparisons."""
-
-    def __init__(self, ranges: Sequence[tuple[float, float]]) -> None:
-        self.lows = np.array([low for low, _ in ranges], dtype=np.float32)
-        self.highs = np.array([high for _, high in ranges], dtype=np.float32)
-
-    def below(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(rows < self.lows)
-
-    def above(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(rows > self.highs)
-
-    def outside(self, rows: np.ndarray) -> np.ndarray:
-        """n×features booleans: the feature's value lies outside the training range."""
-        outside: np.ndarray = self.below(rows) | self.above(rows)
-        return outside
-
-
-def outside_features(outside: np.ndarray) -> list[list[str]]:
-    """Per row, the names of the features outside the training range."""
-    return [[FEATURE_NAMES[j] for j in np.flatnonzero(row)] for row in outside]
-
-
-def outside_rows(outside: np.ndarray) -> dict[str, np.ndarray]:
-    """Per feature, the indexes of the rows where it is outside the training range."""
-    return {name: np.flatnonzero(outside[:, j]) for j, name in enumerate(FEATURE_NAMES)}

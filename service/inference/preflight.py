@@ -14,8 +14,8 @@ from pathlib import Path
 
 from contract import WEIGHTS_FILE
 from contract.metadata import MetadataError, read_metadata
-from service.device import DeviceUnavailableError, resolve_device
-from service.model import missing_model_message
+from service.inference.device import DeviceUnavailableError, resolve_device
+from service.inference.model import missing_model_message
 from service.settings import Settings
 
 EXIT_STATUS = 2

@@ -22,13 +22,12 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
-from contextvars import ContextVar
 
-from service import errors
-from service.asgi import ASGIApp, Message, Receive, Scope, Send, header, send_error
+from service.http import errors
+from service.http.asgi import ASGIApp, Message, Receive, Scope, Send, header
+from service.http.errors import send_error
+from service.observability.context import REQUEST_ID, ROUTE
 
-REQUEST_ID: ContextVar[str | None] = ContextVar("crop_yield_request_id", default=None)
-ROUTE: ContextVar[str | None] = ContextVar("crop_yield_route", default=None)
 SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 """A client's X-Request-ID is kept when it is 1 to 128 printable ASCII characters, no spaces."""
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -40,7 +39,7 @@ class RequestContext:
     """``X-Request-ID`` in and out, and the request deadline (504).
 
     The id is the client's when sane, else a new one; it is set in a context variable
-    (read by the log filter, see ``service.logs``) and added to the response headers.
+    (``service.observability.context``, read by the log filter) and added to the response headers.
     """
 
     def __init__(self, app: ASGIApp, timeout: float) -> None:

@@ -1,9 +1,9 @@
-"""Which routes are which: the one definition the guards and the OpenAPI patch share."""
+"""Which routes are which: the one definition the guards, the error table and the OpenAPI patch share."""
 
 from __future__ import annotations
 
 JSON_API_PATHS = frozenset({"/predict", "/predict_columns"})
-"""BentoML API routes: JSON bodies only (see ``middleware.JsonOnly``)."""
+"""BentoML API routes: JSON bodies only (see ``service.http.guards.JsonOnly``)."""
 
 PROTECTED_PATHS = JSON_API_PATHS | {"/metadata"}
 PROTECTED_PREFIXES = ("/v2/models/",)

@@ -44,8 +44,8 @@ TAGS = [
     {"name": HEALTH, "description": "Kubernetes probes and Prometheus metrics (never need a token)"},
 ]
 
-# (path, method) -> operation id, tag, summary; V2 operations keep their own (service.v2.openapi).
-OPERATIONS: dict[tuple[str, str], tuple[str, str, str]] = {
+# (path, method) -> operation id, tag, summary; V2 operations keep their own (service.docs.v2_openapi).
+OPERATION_NAMES: dict[tuple[str, str], tuple[str, str, str]] = {
     ("/predict", "post"): ("predict", PREDICTION, "Predict yields for rows of growing conditions"),
     ("/predict_columns", "post"): (
         "predict_columns",
@@ -187,8 +187,8 @@ def present(spec: dict[str, Any], deployment: Deployment, model: str | None) -> 
     components["schemas"] = {_unwrapped(k): v for k, v in components.get("schemas", {}).items()}
     for path, item in spec.get("paths", {}).items():
         for method, operation in item.items():
-            if (path, method) in OPERATIONS:
-                operation_id, tag, summary = OPERATIONS[(path, method)]
+            if (path, method) in OPERATION_NAMES:
+                operation_id, tag, summary = OPERATION_NAMES[(path, method)]
                 operation.update(operationId=operation_id, tags=[tag], summary=summary)
                 # BentoML copies docstrings verbatim; indented lines would render as code
                 operation["description"] = inspect.cleandoc(operation.get("description") or summary)

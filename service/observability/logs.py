@@ -2,7 +2,7 @@
 
 BentoML configures the worker's logging (one stream handler on the root and ``bentoml``
 loggers); ``configure`` adds a filter to those handlers that stamps each record with the
-request id and route of the request being handled (``service.traffic`` sets them), and
+request id and route of the request being handled (``service.observability.context``), and
 swaps the formatter when ``CROP_YIELD_LOG_FORMAT=json``.
 """
 
@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Literal
 
-from service.traffic import REQUEST_ID, ROUTE
+from service.observability.context import REQUEST_ID, ROUTE
 
 LogFormat = Literal["text", "json"]
 OWN_LOGGER = "crop_yield"
