@@ -8,6 +8,8 @@ that one test file, naming what moved. Everything else in ``contract``, ``traini
 
 from __future__ import annotations
 
+from typing import Any
+
 # The adaptive batching dispatcher behind ``@bentoml.api(batchable=True)``. The public way
 # to reach it from another endpoint is ``self.to_async.<method>``: in 1.4 that is an
 # in-process HTTP round trip per call whose client session is recycled every 100 calls,
@@ -20,4 +22,13 @@ from bentoml._internal.marshal.dispatcher import CorkDispatcher
 # ``service.observability.runtime.QuietValidationErrors`` filters that logger by name.
 VALIDATION_LOGGER = "bentoml._internal.server.http_app"
 
-__all__ = ["VALIDATION_LOGGER", "CorkDispatcher"]
+
+def api_input_model(service: Any, name: str) -> Any:
+    """The pydantic model BentoML validates the body of API ``name`` with (the service's
+    ``input_spec`` wrapped in BentoML's IO descriptor). The hot routes validate with it, so
+    a rejected body is answered exactly as BentoML's API layer would (``Service.apis`` and
+    ``APIMethod.input_spec`` are attributes of the SDK's classes, not documented API)."""
+    return service.apis[name].input_spec
+
+
+__all__ = ["VALIDATION_LOGGER", "CorkDispatcher", "api_input_model"]

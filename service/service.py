@@ -21,11 +21,13 @@ import torch
 from bentoml.exceptions import NotFound
 from starlette.responses import Response
 
+from service.bentoml_internals import api_input_model
 from service.docs.asgi import DocsPage, PatchedOpenAPI
 from service.docs.document import Deployment, docs_page, present
 from service.docs.openapi import patch_spec
 from service.http import paths
 from service.http.guards import BearerAuth, JsonOnly, UnroutableV2Paths
+from service.http.hot_paths import HotPaths
 from service.http.traffic import RequestContext, RequestGate
 from service.inference import preflight
 from service.inference.dataplane import DataPlane
@@ -33,6 +35,7 @@ from service.inference.device import resolve_device, wants_gpu
 from service.inference.model import LinearModel, ModelLoadError, missing_model_message
 from service.observability import logs, runtime
 from service.rest import handlers
+from service.rest.asgi import JsonApi
 from service.rest.metadata import metadata_app
 from service.rest.schemas import (
     ColumnsRequestBase,
@@ -61,7 +64,6 @@ plane = DataPlane(settings)
 
 
 @bentoml.asgi_app(metadata_app(plane), path="/")
-@bentoml.asgi_app(v2_app(plane), path="/")
 @bentoml.service(
     name="crop_yield",
     workers=settings.workers,
@@ -134,7 +136,9 @@ class CropYieldService:
 
 
 # Outermost first: request id and deadline, authentication (headers only), unroutable V2
-# paths, the body and concurrency gate, the media type, then the OpenAPI document and docs page.
+# paths, the body and concurrency gate, the media type, the hot routes (the JSON API's
+# predictions and the V2 routes, answered by their own apps), then the OpenAPI document and
+# docs page; everything else reaches BentoML's router.
 # The decorators turned the class into a bentoml Service (untyped).
 _service: Any = CropYieldService
 _service.add_asgi_middleware(RequestContext, timeout=settings.request_timeout)
@@ -151,6 +155,9 @@ _service.add_asgi_middleware(
     exempt=paths.is_probe,
 )
 _service.add_asgi_middleware(JsonOnly, paths=paths.JSON_API_PATHS)
+# The hot routes leave here for their front end's own app (service.http.hot_paths).
+json_api = JsonApi(plane, api_input_model(_service, "predict"), api_input_model(_service, "predict_columns"))
+_service.add_asgi_middleware(HotPaths, routes=json_api.routes, prefixes={"/v2": v2_app(plane)})
 
 DEPLOYMENT = Deployment.of(settings)
 

@@ -10,13 +10,17 @@ import logging
 import time
 from pathlib import Path
 
+import bentoml
 import numpy as np
+import orjson
 import pytest
+from pydantic import ValidationError
 
 from contract import store_home
 from service.bentoml_internals import VALIDATION_LOGGER, CorkDispatcher
 from service.inference.batching import RowBatcher
 from service.inference.errors import OverloadedError
+from service.rest.schemas import CropConditions, predict_request_model
 
 
 def test_dispatcher_constructor_takes_what_row_batcher_passes() -> None:
@@ -93,3 +97,25 @@ def test_store_home_is_where_bentoml_keeps_its_store(monkeypatch: pytest.MonkeyP
     assert Path(BentoMLContainer.bentoml_home.get()) == store_home()
     monkeypatch.delenv("BENTOML_HOME")
     assert store_home() == Path.home() / "bentoml"  # BentoML's documented default
+
+
+def test_the_api_input_model_is_the_model_bentoml_validates_with() -> None:
+    from service.bentoml_internals import api_input_model
+    from service.rest.schemas import PredictRequestBase
+
+    @bentoml.service
+    class Probe:
+        @bentoml.api(input_spec=predict_request_model(3))
+        async def predict(
+            self, inputs: list[CropConditions], interval: float | None = None
+        ) -> dict[str, int]:
+            return {}
+
+    model = api_input_model(Probe, "predict")
+    assert issubclass(model, PredictRequestBase)
+    row = {"temperature": 73.0, "rainfall": 67.0, "humidity": 43.0}
+    assert model.model_validate_json(orjson.dumps({"inputs": [row]})).inputs[0].rainfall == 67.0
+    with pytest.raises(ValidationError) as raised:
+        model.model_validate_json(b'{"inputs": [{"temperature": 1}]}')
+    assert {e["loc"][-1] for e in raised.value.errors()} == {"rainfall", "humidity"}
+    assert raised.value.title == "PredictRequestIODescriptor"  # the title BentoML's 400 names
