@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format bench bench-service bench-monitoring bench-intervals loadtest soak clean
+.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format bench bench-service bench-peers bench-monitoring bench-intervals loadtest soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -89,6 +89,12 @@ bench-service: setup
 bench-intervals: setup
 	bash devtools/apt-tools.sh benchmark
 	$(PY) -m benchmarks.interval_bench $(if $(BEFORE),--before $(BEFORE)) $(ARGS)
+
+## Single-row requests side by side with KServe 0.21 and TorchServe 0.12 (their venvs in .peers/).
+bench-peers: setup
+	bash devtools/apt-tools.sh benchmark
+	bash benchmarks/peers/setup_peers.sh
+	$(PY) -m benchmarks.peers_bench $(ARGS)
 
 bench-monitoring: setup
 	bash devtools/apt-tools.sh benchmark

@@ -75,6 +75,27 @@ def start(name: str, command: list[str], env: dict[str, str], port: int) -> Serv
     return Server(name, process, url, ready_s)
 
 
+def baseline_command(port: int, workers: int = 1) -> list[str]:
+    """The bare FastAPI baseline (``benchmarks/baseline_app.py``) under uvicorn."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchmarks.baseline_app:app",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
 def wrk_script(path: Path, body: dict[str, object]) -> Path:
     path.write_text(
         'wrk.method = "POST"\n'
@@ -157,13 +178,18 @@ def bulk_rows_per_s(url: str, path: str, body: bytes, headers: dict[str, str]) -
     return BULK_ROWS / statistics.median(times[1:])
 
 
-def main() -> None:
+def load_arguments(description: str | None) -> argparse.Namespace:
+    """The load's command line, shared by the benchmarks that drive wrk."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (after a 3 s warm-up)")
     parser.add_argument("--connections", type=int, default=32)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = load_arguments(__doc__)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
 
@@ -178,25 +204,7 @@ def main() -> None:
 
         port = free_port()
         candidates = [
-            (
-                "baseline: FastAPI + uvicorn (uvloop, httptools)",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "benchmarks.baseline_app:app",
-                    "--port",
-                    str(port),
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                {},
-            ),
+            ("baseline: FastAPI + uvicorn (uvloop, httptools)", baseline_command(port), {}),
             ("service, batching on", [sys.executable, "-m", "service"], {"CROP_YIELD_BATCHING": "true"}),
             ("service, batching off", [sys.executable, "-m", "service"], {"CROP_YIELD_BATCHING": "false"}),
         ]

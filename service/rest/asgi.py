@@ -16,21 +16,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from service.http import errors
-from service.http.asgi import Receive, Scope, Send
+from service.http.asgi import Receive, Scope, Send, read_body
 from service.inference.dataplane import Plane
 from service.rest import handlers
 from service.rest.schemas import ColumnsRequestBase, PredictRequestBase
 
 log = logging.getLogger("crop_yield.rest")
-
-
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def invalid(path: str, exc: ValidationError) -> Response:

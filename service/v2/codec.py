@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -257,6 +258,10 @@ def decode_request(body: bytes, header_length: str | None, max_rows: int) -> Inf
 def _decode(body: bytes, header_length: str | None, max_rows: int) -> InferRequest:
     header, binary = split_body(body, header_length)
     document = _parse_json(header)
+    if not binary:
+        small = small_request(document, max_rows)
+        if small is not None:
+            return small
     if not isinstance(document, OBJECT_TYPES):
         raise CodecError("the request must be a JSON object with an 'inputs' array")
     request_id = document.get("id")
@@ -315,6 +320,54 @@ def _decode(body: bytes, header_length: str | None, max_rows: int) -> InferReque
     outputs = _requested_outputs(document.get("outputs"), binary_output)
     wants_bounds = any(output.name in BOUND_NAMES for output in outputs)
     return InferRequest(request_id, _to_rows(columns, datatypes), outputs, level if wants_bounds else None)
+
+
+PLAIN_TENSOR = frozenset({"name", "shape", "datatype", "data"})
+FLOAT_TYPES = frozenset({"FP32", "FP64"})
+LARGEST = sys.float_info.max
+SMALL_BOUNDS = {
+    c.name: (-LARGEST if c.minimum is None else c.minimum, LARGEST if c.maximum is None else c.maximum)
+    for c in FEATURES
+}
+
+
+def small_request(document: Any, max_rows: int) -> InferRequest | None:
+    """The common small request decoded in plain Python, or None for the general path.
+
+    Three flat FP32/FP64 JSON tensors of up to ``SMALL_ROWS`` elements, an optional ``id``,
+    nothing else, and every value a finite number within its feature's bounds: then the
+    answer is the general path's (same rows, default outputs), for a tenth of the numpy
+    calls a single row would cost there. Anything else, valid or not, returns None and the
+    general path decodes it and words any error.
+    """
+    if type(document) is not dict or not document.keys() <= {"id", "inputs"}:
+        return None
+    request_id, inputs = document.get("id"), document.get("inputs")
+    if (request_id is not None and type(request_id) is not str) or type(inputs) is not list:
+        return None
+    columns: dict[str, list[Any]] = {}
+    for tensor in inputs:
+        if type(tensor) is not dict or tensor.keys() != PLAIN_TENSOR:
+            return None
+        name, shape, data, datatype = tensor["name"], tensor["shape"], tensor["data"], tensor["datatype"]
+        if type(name) is not str or name in columns or name not in SMALL_BOUNDS or type(data) is not list:
+            return None
+        if type(datatype) is not str or datatype not in FLOAT_TYPES:
+            return None
+        n = len(data)
+        if not 1 <= n <= min(SMALL_ROWS, max_rows) or type(shape) is not list or shape not in ([n], [n, 1]):
+            return None
+        if not all(type(d) is int for d in shape):  # [1.0] == [1] in Python, but not a valid shape
+            return None
+        low, high = SMALL_BOUNDS[name]
+        for value in data:  # bool is not a number here; NaN fails the comparison
+            if (type(value) is not float and type(value) is not int) or not low <= value <= high:
+                return None
+        columns[name] = data
+    if len(columns) != len(FEATURE_NAMES) or len({len(c) for c in columns.values()}) != 1:
+        return None
+    rows = np.array(list(zip(*(columns[name] for name in FEATURE_NAMES), strict=True)), dtype=np.float32)
+    return InferRequest(request_id, rows, ALL_OUTPUTS[False])
 
 
 def _level(value: Any) -> float:

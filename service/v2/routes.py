@@ -1,17 +1,17 @@
-"""The Open Inference Protocol's HTTP routes: a lean Starlette app around the data plane.
+"""The Open Inference Protocol's HTTP routes: a lean ASGI app around the data plane.
 
-BentoML 1.4's ``@bentoml.api`` routes are POST-only without path parameters, so these are
-routes of a mounted app (``service.service`` mounts ``v2_app(plane)``). They still pass
-BentoML's middleware and this service's guards, but neither BentoML's API layer nor
-FastAPI's request machinery: handlers read the raw body and answer ready ``Response``
-objects, which makes a single-row V2 call cheaper than ``/predict`` (a FastAPI route cost
-about a third more per call, measured with wrk). The table of routes is
-``service.v2.operations``; rows go through the same data plane, and batcher, as ``/predict``.
+``service.service`` hands every ``/v2`` request to ``v2_app(plane)`` ahead of BentoML's
+router (``service.http.hot_paths``), after the service's guards. Inference, the hot route,
+goes straight from the ASGI scope to its handler; the other routes go through a Starlette
+router built from the route table (``service.v2.operations``). Handlers read the raw body
+and answer ready ``Response`` objects (a FastAPI route cost about a third more per call,
+measured with wrk). Rows go through the same data plane, and batcher, as ``/predict``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from starlette.routing import Route, compile_path
 
 from contract import FEATURE_NAMES, __version__
 from service.http import errors
+from service.http.asgi import Receive, Scope, Send, header, read_body
 from service.http.errors import error_response, refusal_response
 from service.inference.dataplane import Plane
 from service.inference.errors import DataPlaneError
@@ -55,13 +56,13 @@ class V2Routes:
     def __init__(self, plane: Plane) -> None:
         self.plane = plane
 
-    def _check_model(self, request: Request) -> tuple[str, str]:
+    def _check_model(self, params: Mapping[str, Any]) -> tuple[str, str]:
         """(name, version) of the served model when the path names it; else ``_NotServedError``."""
         name, served_version = self.plane.model_name, self.plane.model_version
-        asked = request.path_params["model_name"]
+        asked = params["model_name"]
         if asked != name:
             raise _NotServedError(f"model {asked!r} is not served here; this server serves {name!r}")
-        version = request.path_params.get("version")
+        version = params.get("version")
         if version is not None and version != served_version:
             raise _NotServedError(
                 f"version {version!r} of model {name!r} is not served here; the served version is "
@@ -69,9 +70,8 @@ class V2Routes:
             )
         return name, served_version
 
-    async def _answer(self, request: Request, handle: Callable[[], Awaitable[Response]]) -> Response:
+    async def _answer(self, path: str, handle: Callable[[], Awaitable[Response]]) -> Response:
         """Run a model route's handler; refusals become the error table's answers."""
-        path = request.url.path
         try:
             return await handle()
         except _NotServedError as exc:
@@ -96,7 +96,7 @@ class V2Routes:
 
     async def model_metadata(self, request: Request) -> Response:
         async def handle() -> Response:
-            name, version = self._check_model(request)
+            name, version = self._check_model(request.path_params)
             return json_response(
                 {
                     "name": name,
@@ -107,39 +107,49 @@ class V2Routes:
                 }
             )
 
-        return await self._answer(request, handle)
+        return await self._answer(request.url.path, handle)
 
     async def model_ready(self, request: Request) -> Response:
         async def handle() -> Response:
-            name, _ = self._check_model(request)
+            name, _ = self._check_model(request.path_params)
             ready = self.plane.ready
             return json_response({"name": name, "ready": ready}, 200 if ready else errors.NOT_READY.status)
 
-        return await self._answer(request, handle)
+        return await self._answer(request.url.path, handle)
 
     async def infer(self, request: Request) -> Response:
+        headers = request.headers
+        return await self.infer_body(
+            request.url.path,
+            request.path_params,
+            headers.get("content-type", ""),
+            headers.get(codec.HEADER_LENGTH),
+            await request.body(),
+        )
+
+    async def infer_body(
+        self, path: str, params: Mapping[str, Any], content_type: str, header_length: str | None, body: bytes
+    ) -> Response:
         async def handle() -> Response:
-            name, version = self._check_model(request)
-            media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            name, version = self._check_model(params)
+            media_type = content_type.split(";", 1)[0].strip().lower()
             if media_type not in BODY_TYPES:
                 return error_response(
-                    request.url.path,
+                    path,
                     errors.UNSUPPORTED_MEDIA_TYPE,
                     ["header", "content-type"],
                     "send the request as application/json, or application/octet-stream with "
                     f"binary tensors, not {media_type!r}",
                 )
-            decoded = codec.decode_request(
-                await request.body(), request.headers.get(codec.HEADER_LENGTH), self.plane.max_bulk_rows
-            )
+            decoded = codec.decode_request(body, header_length, self.plane.max_bulk_rows)
             prediction = await self.plane.predict(decoded.rows, ENDPOINT, decoded.interval)
             flags = prediction.extrapolated if decoded.wants_flags else None
-            body, headers = codec.encode_response(
+            body_out, headers = codec.encode_response(
                 decoded, prediction.outputs, name, version, prediction.bounds, flags
             )
-            return Response(body, headers=headers)
+            return Response(body_out, headers=headers)
 
-        return await self._answer(request, handle)
+        return await self._answer(path, handle)
 
 
 _PATTERNS = [(compile_path(op.path)[0], op.method) for op in OPERATIONS]
@@ -161,11 +171,40 @@ async def no_such_route(request: Request) -> Response:
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def v2_app(plane: Plane) -> Starlette:
-    handlers = V2Routes(plane)
-    return Starlette(
-        routes=[
-            *(Route(op.path, getattr(handlers, op.handler), methods=[op.method]) for op in OPERATIONS),
-            Route("/v2/{rest:path}", no_such_route, methods=ANY_METHOD),  # tried last
-        ]
-    )
+INFER_PATH = re.compile(r"/v2/models/(?P<model_name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
+"""The two infer paths of the route table, as Starlette's ``{name}`` parameters match them."""
+
+
+class V2App:
+    """``POST .../infer`` straight to its handler; everything else through the router."""
+
+    def __init__(self, plane: Plane) -> None:
+        self.handlers = V2Routes(plane)
+        self.router = Starlette(
+            routes=[
+                *(
+                    Route(op.path, getattr(self.handlers, op.handler), methods=[op.method])
+                    for op in OPERATIONS
+                ),
+                Route("/v2/{rest:path}", no_such_route, methods=ANY_METHOD),  # tried last
+            ]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = INFER_PATH.fullmatch(scope["path"])
+            if match is not None:
+                response = await self.handlers.infer_body(
+                    scope["path"],
+                    match.groupdict(),
+                    header(scope, b"content-type") or "",
+                    header(scope, codec.HEADER_LENGTH.encode()),
+                    await read_body(receive),
+                )
+                await response(scope, receive, send)
+                return
+        await self.router(scope, receive, send)
+
+
+def v2_app(plane: Plane) -> V2App:
+    return V2App(plane)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import orjson
@@ -166,3 +167,53 @@ def test_the_documented_example_is_valid_and_decodes() -> None:
     InferenceRequest.model_validate(EXAMPLE_REQUEST)
     decoded = decode(EXAMPLE_REQUEST)
     np.testing.assert_array_equal(decoded.rows, np.array([[73, 67, 43], [91, 88, 64]], dtype=np.float32))
+
+
+SMALL_VALID = [
+    json_request(ROWS),
+    {"id": "r1", "inputs": json_request(ROWS)["inputs"][::-1]},  # any order of the tensors
+    {"inputs": [{**t, "shape": [len(ROWS), 1], "datatype": "FP64"} for t in json_request(ROWS)["inputs"]]},
+    json_request(np.array([[-60.0, 0.0, 0.0], [140.0, 10_000.0, 100.0]])),  # the bounds themselves
+]
+
+
+@pytest.mark.parametrize("document", SMALL_VALID)
+def test_the_small_request_path_decodes_as_the_general_path(
+    document: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = json.dumps(document).encode()
+    small = codec.small_request(json.loads(body), MAX_ROWS)
+    assert small is not None
+    monkeypatch.setattr(codec, "small_request", lambda document, max_rows: None)
+    general = codec.decode_request(body, None, MAX_ROWS)
+    np.testing.assert_array_equal(small.rows, general.rows)
+    assert small.rows.dtype == general.rows.dtype == np.float32
+    assert (small.id, small.outputs, small.interval) == (general.id, general.outputs, general.interval)
+
+
+def _with(tensor_change: dict[str, Any], index: int = 0, **top: Any) -> dict[str, Any]:
+    document = json_request(ROWS)
+    document["inputs"][index] = {**document["inputs"][index], **tensor_change}
+    return {**document, **top}
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        _with({"datatype": "INT32"}),  # integral check: general path
+        _with({"shape": [1.0]}),
+        _with({"shape": [True]}),
+        _with({"data": [True]}),
+        _with({"data": [200.0]}),  # above the maximum: the general path words the error
+        _with({"data": ["73"]}),
+        _with({"parameters": {}}),
+        _with({}, outputs=[{"name": "apples"}]),
+        _with({}, parameters={"binary_data_output": True}),
+        _with({"name": "input-0"}),
+        _with({"datatype": ["FP32"]}),
+        {"inputs": json_request(ROWS)["inputs"][:2]},
+        {"id": 3, "inputs": json_request(ROWS)["inputs"]},
+    ],
+)
+def test_anything_else_takes_the_general_path(document: dict[str, Any]) -> None:
+    assert codec.small_request(document, MAX_ROWS) is None
