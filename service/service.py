@@ -151,6 +151,8 @@ _service.add_asgi_middleware(
     RequestGate,
     max_bytes=settings.max_body_bytes,
     body_timeout=settings.body_timeout,
+    min_rate=settings.body_min_rate,
+    rate_grace=settings.body_rate_grace,
     max_concurrency=math.ceil(settings.max_concurrency / settings.workers),
     exempt=paths.is_probe,
 )

@@ -45,7 +45,18 @@ class Settings(BaseSettings):
         description="Requests in progress at once, counted once their body has arrived; more get 429",
     )
     body_timeout: float = Field(
-        5.0, gt=0, description="Seconds a client has to send the whole request body; slower gets 408"
+        5.0,
+        gt=0,
+        description="Seconds a request body may go without any bytes arriving (inactivity); longer gets 408",
+    )
+    body_min_rate: float = Field(
+        500.0,
+        ge=0,
+        description="Least average bytes/s of a request body after CROP_YIELD_BODY_RATE_GRACE "
+        "seconds; slower gets 408 (0: no minimum)",
+    )
+    body_rate_grace: float = Field(
+        20.0, ge=0, description="Seconds a request body may take before CROP_YIELD_BODY_MIN_RATE applies"
     )
     auth_token: SecretStr | None = Field(
         None,

@@ -93,7 +93,12 @@ METHOD_NOT_ALLOWED = ApiError(
     405, "method not allowed", "No operation of this path takes this method", _never
 )
 REQUEST_TIMEOUT = ApiError(
-    408, "request timeout", "The body did not arrive within CROP_YIELD_BODY_TIMEOUT", _posts, close=True
+    408,
+    "request timeout",
+    "The body stalled (no bytes for CROP_YIELD_BODY_TIMEOUT seconds) or arrived slower than "
+    "CROP_YIELD_BODY_MIN_RATE",
+    _posts,
+    close=True,
 )
 TOO_LARGE = ApiError(
     413, "request too large", "Request body larger than CROP_YIELD_MAX_BODY_BYTES", _posts, close=True

@@ -1,12 +1,13 @@
-"""Traffic control in front of every route: request ids, the request deadline, the body
-deadline, the body-size limit and the concurrency limit.
+"""Traffic control in front of every route: request ids, the request deadline, the body's
+inactivity and rate limits, the body-size limit and the concurrency limit.
 
 Why these are the service's own and not BentoML's: BentoML's concurrency limit sits
 outside the service's middleware and counts a request from its first byte, so clients
 that send headers and part of a body, then stall, each held a slot until the request
 timeout; a few hundred of them locked everyone else out (429) for 30 s, repeatably. Here
 a request takes a slot only once its whole body has arrived, and a body must arrive
-within ``CROP_YIELD_BODY_TIMEOUT`` seconds or the request is answered 408 and the
+without stalling for ``CROP_YIELD_BODY_TIMEOUT`` seconds (and, after a grace period, at
+a minimum average rate) or the request is answered 408 and the
 connection closed. Connections whose headers never complete never reach the app at all:
 they hold a socket (a file descriptor) and nothing else.
 
@@ -86,13 +87,22 @@ class _TooLargeError(Exception):
     pass
 
 
-class RequestGate:
-    """Receive the whole body first (within ``body_timeout`` s, at most ``max_bytes``), then
-    take one of ``max_concurrency`` slots for the rest of the request.
+class _TooSlowError(Exception):
+    pass
 
-    408 (and the connection closed) for a body too slow, 413 for one too large, 429 with
-    Retry-After when every slot is taken. Paths where ``exempt(path)`` (probes, metrics)
-    take no slot. One event loop per worker, so a plain counter is the semaphore.
+
+class RequestGate:
+    """Receive the whole body first (at most ``max_bytes``), then take one of
+    ``max_concurrency`` slots for the rest of the request.
+
+    How slow a body may be is measured as the standard defences do (nginx's
+    ``client_body_timeout``, Apache's ``mod_reqtimeout``), not as one deadline for the whole
+    body, which refused well-behaved clients whose large uploads took long because the
+    server was busy: no bytes for ``body_timeout`` s (inactivity), or, once ``rate_grace``
+    s have passed, an average below ``min_rate`` bytes/s (0: no minimum). Either is 408
+    with the connection closed; 413 for a body too large, 429 with Retry-After when every
+    slot is taken. Paths where ``exempt(path)`` (probes, metrics) take no slot. One event
+    loop per worker, so a plain counter is the semaphore.
     """
 
     def __init__(
@@ -102,10 +112,14 @@ class RequestGate:
         body_timeout: float,
         max_concurrency: int,
         exempt: Callable[[str], bool],
+        min_rate: float = 0,
+        rate_grace: float = 0,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.body_timeout = body_timeout
+        self.min_rate = min_rate
+        self.rate_grace = rate_grace
         self.max_concurrency = max_concurrency
         self.exempt = exempt
         self.in_flight = 0
@@ -120,20 +134,10 @@ class RequestGate:
                 await self._too_large(send, scope)
                 return
             try:
-                async with asyncio.timeout(self.body_timeout):
-                    body = await self._read_body(receive)
-            except TimeoutError:
-                log.info(
-                    "answered 408: body not received within %s s", self.body_timeout, extra={"status": 408}
-                )
-                await send_error(
-                    send,
-                    scope,
-                    errors.REQUEST_TIMEOUT,
-                    ["body"],
-                    f"the request body did not arrive within {self.body_timeout:g} s "
-                    "(CROP_YIELD_BODY_TIMEOUT)",
-                )
+                body = await self._read_body(receive)
+            except _TooSlowError as exc:
+                log.info("answered 408: %s", exc, extra={"status": 408})
+                await send_error(send, scope, errors.REQUEST_TIMEOUT, ["body"], str(exc))
                 return
             except _TooLargeError:
                 await self._too_large(send, scope)
@@ -164,8 +168,16 @@ class RequestGate:
     async def _read_body(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
+        started = asyncio.get_running_loop().time()
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise _TooSlowError(
+                    f"no bytes of the request body arrived for {self.body_timeout:g} s "
+                    "(CROP_YIELD_BODY_TIMEOUT)"
+                ) from None
             if message["type"] != "http.request":
                 return None
             chunk = message.get("body", b"")
@@ -173,8 +185,17 @@ class RequestGate:
             if size > self.max_bytes:
                 raise _TooLargeError
             chunks.append(chunk)
+            if self.min_rate and message.get("more_body", False):
+                self._check_rate(size, asyncio.get_running_loop().time() - started)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _check_rate(self, size: int, elapsed: float) -> None:
+        if elapsed > self.rate_grace and size < self.min_rate * elapsed:
+            raise _TooSlowError(
+                f"the request body arrives at {size / elapsed:,.0f} bytes/s, below "
+                f"{self.min_rate:g} bytes/s (CROP_YIELD_BODY_MIN_RATE) after {self.rate_grace:g} s"
+            )
 
     async def _too_large(self, send: Send, scope: Scope) -> None:
         await send_error(

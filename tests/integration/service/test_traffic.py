@@ -1,7 +1,7 @@
 """Slow and abusive clients, overload, request ids and JSON logs, against a served process.
 
-The server here has a 2 s body deadline, 64 concurrency slots and JSON logs; everything
-runs on loopback and is bounded in time.
+The server here answers 408 to a body that stalls for 2 s, has 64 concurrency slots and
+JSON logs; everything runs on loopback and is bounded in time.
 """
 
 from __future__ import annotations
@@ -109,6 +109,30 @@ def test_stalled_connections_starve_nobody(guarded: Server) -> None:
     assert elapsed < BODY_TIMEOUT_S + 5
     assert rss_growth < 100, "memory grew with the stalled connections"
     assert httpx.get(f"{guarded.url}/readyz").status_code == 200
+
+
+def test_a_slow_but_steady_upload_is_not_refused(guarded: Server) -> None:
+    """100,000 rows (2.4 MB) in 24 pieces 0.2 s apart: about 5 s, more than twice the 2 s
+    inactivity limit (which a whole-body deadline of 2 s would have refused), never idle."""
+    n = 100_000
+    body = json.dumps({"temperature": [73.0] * n, "rainfall": [67.0] * n, "humidity": [43.0] * n}).encode()
+    piece = len(body) // 24 + 1
+
+    def slowly() -> Iterator[bytes]:
+        for start in range(0, len(body), piece):
+            time.sleep(0.2)
+            yield body[start : start + piece]
+
+    started = time.monotonic()
+    response = httpx.post(
+        f"{guarded.url}/predict_columns",
+        content=slowly(),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert time.monotonic() - started > 2 * BODY_TIMEOUT_S
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["apples"]) == n
 
 
 def test_a_408_names_the_deadline(guarded: Server) -> None:

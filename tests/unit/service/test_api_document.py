@@ -81,7 +81,7 @@ def test_description_states_this_deployment(auth: bool) -> None:
     assert "Serving model `crop_yield:abc`" in text
     assert "1 to 500 rows" in text
     assert "up to 2,000,000 rows" in text
-    assert "1,024 bytes, sent within 2.5 s" in text
+    assert "1,024 bytes, arriving without a pause of 2.5 s" in text
     assert "within 12 s" in text
     assert "64 requests" in text
     assert ("requires `Authorization: Bearer <token>`" in text) is auth

@@ -73,7 +73,7 @@ def test_the_gate_replays_a_body_received_in_chunks() -> None:
         ({"body": [b"x" * 101]}, 413, "CROP_YIELD_MAX_BODY_BYTES"),
         ({"body": [b"x"], "headers": {"content-length": "1000"}}, 413, "limited to 100 bytes"),
         ({"body": [b"x"], "headers": {"content-length": "ten"}}, 413, "limited to 100 bytes"),
-        ({"body": [b"{", b"}"], "delay_s": 0.15}, 408, "CROP_YIELD_BODY_TIMEOUT"),
+        ({"body": [b"{", b"}"], "delay_s": 0.3}, 408, "CROP_YIELD_BODY_TIMEOUT"),  # a 0.3 s stall
     ],
 )
 def test_the_gate_refuses_large_and_slow_bodies(kwargs: dict[str, Any], status: int, fragment: str) -> None:
@@ -81,6 +81,24 @@ def test_the_gate_refuses_large_and_slow_bodies(kwargs: dict[str, Any], status: 
     assert got == status
     assert headers["connection"] == "close"
     assert fragment in json.loads(body)["detail"][0]["msg"]
+
+
+def test_a_slow_but_steady_body_is_not_refused() -> None:
+    """Six chunks 0.15 s apart: 0.9 s in all, far beyond the 0.2 s inactivity limit, but
+    never 0.2 s without bytes. (A whole-body deadline of 0.2 s refused this client.)"""
+    status, _, body = call(gate(), body=[b'{"a":', b" ", b"1", b" ", b" ", b"}"], delay_s=0.15)
+    assert (status, body) == (200, b'{"a": 1  }')
+
+
+def test_a_body_below_the_minimum_rate_is_refused_after_the_grace_period() -> None:
+    chunks = [b"x"] * 8  # 1 byte every 0.1 s: 10 bytes/s, never idle for the 0.2 s limit
+    status, headers, body = call(gate(min_rate=50, rate_grace=0.35), body=chunks, delay_s=0.1)
+    assert (status, headers["connection"]) == (408, "close")
+    message = json.loads(body)["detail"][0]["msg"]
+    assert "below 50 bytes/s (CROP_YIELD_BODY_MIN_RATE) after 0.35 s" in message
+    # The same trickle within the grace period, or above the rate, passes.
+    assert call(gate(min_rate=50, rate_grace=5), body=[b"x"] * 4, delay_s=0.1)[0] == 200
+    assert call(gate(min_rate=5, rate_grace=0.1), body=[b"x"] * 4, delay_s=0.1)[0] == 200
 
 
 def test_the_gate_refuses_above_its_slots_with_retry_after_and_exempts_probes() -> None:
