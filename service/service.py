@@ -119,6 +119,9 @@ class CropYieldService:
         """/readyz: the model is loaded, the warm-up prediction passed, the runtime started."""
         return self.plane.ready
 
+    # Requests to these two routes are answered ahead of BentoML's router by the same
+    # handlers (service.http.hot_paths, service.rest.asgi); the declarations describe the
+    # routes in /docs.json and to BentoML's client and `bentoml build`.
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
     async def predict(self, inputs: list[CropConditions], interval: float | None = None) -> Response:
         """Predict apple and orange yields for each region, in order, with a flag for
