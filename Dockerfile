@@ -79,7 +79,7 @@ ENV PYTHONPATH=/app \
     CROP_YIELD_PORT=3000
 
 USER 10001:10001
-EXPOSE 3000
+EXPOSE 3000 8001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/readyz', timeout=2)"]
 # python -m service execs `bentoml serve`, which becomes PID 1 and handles SIGTERM:

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format bench bench-service bench-peers bench-monitoring bench-intervals loadtest soak clean
+.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format grpc-stubs bench bench-service bench-bursts bench-peers bench-monitoring bench-intervals loadtest soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,13 @@ format: setup
 ## Benchmarks (figures for the issue notes; not tests).
 bench: setup
 	$(PY) -m benchmarks.training_bench $(ARGS)
+
+## The gRPC stubs, from service/grpc/inference.proto (tests/unit/service/test_grpc.py checks they are current).
+grpc-stubs: setup
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. service/grpc/inference.proto
+
+bench-bursts: setup
+	$(PY) -m benchmarks.burst_bench $(ARGS)
 
 bench-service: setup
 	bash devtools/apt-tools.sh benchmark

@@ -105,6 +105,7 @@ def start_service(
         "BENTOML_DO_NOT_TRACK": "true",
         "CROP_YIELD_HOST": "127.0.0.1",
         "CROP_YIELD_PORT": str(port),
+        "CROP_YIELD_GRPC_PORT": str(free_port()),  # never the shared default (SO_REUSEPORT)
         **{f"CROP_YIELD_{k.upper()}": v for k, v in settings.items()},
     }
     process = launch([sys.executable, "-m", "service"], env, log)

@@ -4,7 +4,8 @@ imports them all).
 ``POST /predict`` and ``POST /predict_columns`` (``service.rest``), ``GET /metadata``, the
 Open Inference Protocol under ``/v2`` (``service.v2``), the API document and docs page
 (``service.docs``), behind the guards of ``service.http``, all over one data plane
-(``service.inference.dataplane``). BentoML provides ``/livez``, ``/readyz`` and ``/metrics``.
+(``service.inference.dataplane``). BentoML provides ``/livez`` and ``/readyz``; ``/metrics`` is
+``service.http.request_metrics``'s.
 
 Serve with ``python -m service`` (reads the settings, then runs ``bentoml serve``).
 """
@@ -25,15 +26,18 @@ from service.bentoml_internals import api_input_model
 from service.docs.asgi import DocsPage, PatchedOpenAPI
 from service.docs.document import Deployment, docs_page, present
 from service.docs.openapi import patch_spec
+from service.grpc.server import GrpcServer
 from service.http import paths
+from service.http.admission import MemoryBudget
 from service.http.guards import BearerAuth, JsonOnly, UnroutableV2Paths
 from service.http.hot_paths import HotPaths
+from service.http.request_metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
 from service.http.traffic import RequestContext, RequestGate
 from service.inference import preflight
 from service.inference.dataplane import DataPlane
 from service.inference.device import resolve_device, wants_gpu
 from service.inference.model import LinearModel, ModelLoadError, missing_model_message
-from service.observability import logs, runtime
+from service.observability import logs, metrics, runtime
 from service.rest import handlers
 from service.rest.asgi import JsonApi
 from service.rest.metadata import metadata_app
@@ -55,22 +59,27 @@ ColumnsRequest = columns_request_model(settings.max_bulk_rows)
 # switched off (a span per request cost a large share of worker CPU).
 TRACING_EXCLUDED = [] if settings.tracing else [".*"]
 TIMEOUT_BACKSTOP_S = 5.0
+SERVICE_NAME = "crop_yield"
 # Here too, not only in the worker's start-up hook: BentoML's serving process (which
 # imports this module) then logs in the same format as the workers.
 logs.configure(settings.log_format)
 
 # Empty until the worker loads the model (CropYieldService.__init__): building it is cheap.
 plane = DataPlane(settings)
+# Unlimited until the worker has started and knows its resting memory (_start_runtime).
+memory_budget = MemoryBudget(None, settings.memory_wait)
 
 
 @bentoml.asgi_app(metadata_app(plane), path="/")
 @bentoml.service(
-    name="crop_yield",
+    name=SERVICE_NAME,
     workers=settings.workers,
     # The request timeout and concurrency limit are the service's own (service.http.traffic);
     # BentoML's timeout stays only as a backstop behind it, and its limit is left off.
     traffic={"timeout": settings.request_timeout + TIMEOUT_BACKSTOP_S},
     logging={"access": {"enabled": settings.access_log}},
+    # Request metrics and /metrics are the service's own (service.http.request_metrics).
+    metrics={"enabled": False},
     tracing={"excluded_urls": TRACING_EXCLUDED},
     resources={"gpu": 1} if wants_gpu(settings.device) else {"cpu": "1"},
 )
@@ -94,6 +103,7 @@ class CropYieldService:
         self.plane = plane
         plane.load(model)
         self._gc_task: asyncio.Task[None] | None = None
+        self._grpc: GrpcServer | None = None
 
     @bentoml.on_deployment
     def _preflight() -> None:
@@ -108,9 +118,23 @@ class CropYieldService:
         runtime.freeze_startup_heap()
         self._gc_task = asyncio.get_running_loop().create_task(runtime.collect_periodically())
         self.plane.start()
+        limit = (
+            runtime.container_memory_limit()
+            if settings.memory_limit_mb is None
+            else settings.memory_limit_mb << 20
+        )
+        memory_budget.budget_bytes = runtime.memory_budget(limit, settings.workers, runtime.resident_bytes())
+        metrics.memory_budget().set(memory_budget.budget_bytes or 0)
+        if settings.grpc_port:
+            token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
+            address = f"{settings.host}:{settings.grpc_port}"
+            self._grpc = GrpcServer(self.plane, address, settings.max_body_bytes, token)
+            await self._grpc.start()
 
     @bentoml.on_shutdown
     async def _stop_runtime(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(settings.graceful_shutdown_timeout)
         self.plane.stop()
         if self._gc_task is not None:
             self._gc_task.cancel()
@@ -138,12 +162,15 @@ class CropYieldService:
         return await handlers.predict_columns(self.plane, ColumnsRequestBase.model_construct(**columns))
 
 
-# Outermost first: request id and deadline, authentication (headers only), unroutable V2
+# Outermost first: request metrics, request id and deadline, authentication (headers only), unroutable V2
 # paths, the body and concurrency gate, the media type, the hot routes (the JSON API's
-# predictions and the V2 routes, answered by their own apps), then the OpenAPI document and
+# predictions, the V2 routes and /metrics, answered by their own apps), then the OpenAPI document and
 # docs page; everything else reaches BentoML's router.
 # The decorators turned the class into a bentoml Service (untyped).
 _service: Any = CropYieldService
+_service.add_asgi_middleware(
+    RequestMetrics, service_name=SERVICE_NAME, routes=tuple(sorted(paths.JSON_API_PATHS))
+)
 _service.add_asgi_middleware(RequestContext, timeout=settings.request_timeout)
 if settings.auth_token is not None:
     _service.add_asgi_middleware(
@@ -158,11 +185,16 @@ _service.add_asgi_middleware(
     rate_grace=settings.body_rate_grace,
     max_concurrency=math.ceil(settings.max_concurrency / settings.workers),
     exempt=paths.is_probe,
+    budget=memory_budget,
 )
 _service.add_asgi_middleware(JsonOnly, paths=paths.JSON_API_PATHS)
 # The hot routes leave here for their front end's own app (service.http.hot_paths).
 json_api = JsonApi(plane, api_input_model(_service, "predict"), api_input_model(_service, "predict_columns"))
-_service.add_asgi_middleware(HotPaths, routes=json_api.routes, prefixes={"/v2": v2_app(plane)})
+_service.add_asgi_middleware(
+    HotPaths,
+    routes={**json_api.routes, ("GET", METRICS_PATH): metrics_endpoint},
+    prefixes={"/v2": v2_app(plane)},
+)
 
 DEPLOYMENT = Deployment.of(settings)
 

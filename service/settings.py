@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     body_rate_grace: float = Field(
         20.0, ge=0, description="Seconds a request body may take before CROP_YIELD_BODY_MIN_RATE applies"
     )
+    memory_limit_mb: int | None = Field(
+        None,
+        ge=64,
+        description="Memory limit (MiB) the bulk-request memory budget is drawn from; "
+        "unset = the container's cgroup limit (none: no budget)",
+    )
+    memory_wait: float = Field(
+        20.0, ge=0, description="Seconds a bulk request may wait for memory budget; longer gets 503"
+    )
     auth_token: SecretStr | None = Field(
         None,
         description="Bearer token required on /predict*, /metadata and /v2/models/*; "
@@ -65,6 +74,9 @@ class Settings(BaseSettings):
     )
     host: str = Field("0.0.0.0", description="Address to listen on")
     port: int = Field(3000, ge=1, le=65535, description="Port to listen on")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="Port of the Open Inference Protocol over gRPC (0: no gRPC)"
+    )
     tracing: bool = Field(False, description="OpenTelemetry spans per request (costly; off by default)")
     access_log: bool = Field(False, description="One log line per request (costly; off by default)")
     monitoring: bool = Field(

@@ -70,6 +70,7 @@ class Deployment:
     body_timeout: float
     request_timeout: float
     max_concurrency: int
+    memory_wait: float
     auth: bool
 
     @classmethod
@@ -114,6 +115,7 @@ def description(deployment: Deployment, model: str | None) -> str:
         body_timeout=f"{deployment.body_timeout:g}",
         request_timeout=f"{deployment.request_timeout:g}",
         max_concurrency=f"{deployment.max_concurrency:,}",
+        memory_wait=f"{deployment.memory_wait:g}",
         authentication=authentication,
     )
 

@@ -124,6 +124,15 @@ OVERLOADED = ApiError(
     _predictions,
     retry_after=True,
 )
+MEMORY_BUSY = ApiError(
+    503,
+    "memory busy",
+    "Bulk requests in progress hold this worker's memory budget (drawn from the container's "
+    "memory limit) and this one waited CROP_YIELD_MEMORY_WAIT seconds for it; retry after "
+    "Retry-After seconds",
+    _posts,
+    retry_after=True,
+)
 NOT_READY = ApiError(
     503,
     "not ready",
@@ -143,6 +152,7 @@ TABLE: tuple[ApiError, ...] = (
     UNSUPPORTED_MEDIA_TYPE,
     TOO_MANY_REQUESTS,
     OVERLOADED,
+    MEMORY_BUSY,
     NOT_READY,
     TIMEOUT,
 )

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 
 from service.http import errors
+from service.http.admission import BUDGETED_FROM, COST_PER_BODY_BYTE, MemoryBudget
 from service.http.asgi import ASGIApp, Message, Receive, Scope, Send, header
 from service.http.errors import send_error
 from service.observability.context import REQUEST_ID, ROUTE
@@ -103,6 +104,10 @@ class RequestGate:
     with the connection closed; 413 for a body too large, 429 with Retry-After when every
     slot is taken. Paths where ``exempt(path)`` (probes, metrics) take no slot. One event
     loop per worker, so a plain counter is the semaphore.
+
+    Bulk bodies also reserve their memory cost from ``budget`` (``service.http.admission``)
+    before they are read (when Content-Length says their size; after, for chunked ones):
+    503 with Retry-After when the budget stays taken.
     """
 
     def __init__(
@@ -114,8 +119,10 @@ class RequestGate:
         exempt: Callable[[str], bool],
         min_rate: float = 0,
         rate_grace: float = 0,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.app = app
+        self.budget = budget
         self.max_bytes = max_bytes
         self.body_timeout = body_timeout
         self.min_rate = min_rate
@@ -128,23 +135,57 @@ class RequestGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] in BODY_METHODS:
-            declared = header(scope, b"content-length")
-            if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-                await self._too_large(send, scope)
-                return
-            try:
-                body = await self._read_body(receive)
-            except _TooSlowError as exc:
-                log.info("answered 408: %s", exc, extra={"status": 408})
-                await send_error(send, scope, errors.REQUEST_TIMEOUT, ["body"], str(exc))
-                return
-            except _TooLargeError:
-                await self._too_large(send, scope)
-                return
-            if body is None:  # the client disconnected
-                return
-            receive = _replay(body, receive)
+        reserved = 0
+        try:
+            if scope["method"] in BODY_METHODS:
+                declared = header(scope, b"content-length")
+                if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+                    await self._too_large(send, scope)
+                    return
+                if declared is not None and (reserved := await self._reserve(scope, send, int(declared))) < 0:
+                    return
+                body = await self._receive_body(scope, receive, send)
+                if body is None:  # answered (408, 413) or the client disconnected
+                    return
+                if declared is None and (reserved := await self._reserve(scope, send, len(body))) < 0:
+                    return
+                receive = _replay(body, receive)
+            await self._take_slot(scope, receive, send)
+        finally:
+            if reserved > 0:
+                assert self.budget is not None
+                self.budget.release(reserved)
+
+    async def _reserve(self, scope: Scope, send: Send, size: int) -> int:
+        """The memory cost reserved for a body of ``size`` bytes (0: not budgeted); -1 when
+        refused (answered 503)."""
+        if self.budget is None or size < BUDGETED_FROM:
+            return 0
+        cost = size * COST_PER_BODY_BYTE
+        if await self.budget.reserve(cost):
+            return cost
+        log.info("answered 503: no memory budget for a %d-byte body", size, extra={"status": 503})
+        await send_error(
+            send,
+            scope,
+            errors.MEMORY_BUSY,
+            [],
+            f"bulk requests in progress hold this worker's memory budget; a {size}-byte body waited "
+            f"{self.budget.wait_s:g} s (CROP_YIELD_MEMORY_WAIT); retry after the Retry-After seconds",
+        )
+        return -1
+
+    async def _receive_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        try:
+            return await self._read_body(receive)
+        except _TooSlowError as exc:
+            log.info("answered 408: %s", exc, extra={"status": 408})
+            await send_error(send, scope, errors.REQUEST_TIMEOUT, ["body"], str(exc))
+        except _TooLargeError:
+            await self._too_large(send, scope)
+        return None
+
+    async def _take_slot(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.exempt(scope["path"]):
             await self.app(scope, receive, send)
             return

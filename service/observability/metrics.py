@@ -1,4 +1,8 @@
-"""Prometheus metrics of our own, next to BentoML's built-in ones on ``/metrics``.
+"""The service's Prometheus metrics and their exposition on ``/metrics``.
+
+BentoML's own request metrics are switched off (``metrics.enabled: false``; see
+``service.http.request_metrics``, which records them under the same names and labels), so
+``/metrics`` is served here too: every worker's samples, aggregated.
 
 prometheus_client is imported inside the functions on purpose: BentoML switches it to
 multiprocess mode (one file per worker, aggregated on scrape) by setting
@@ -9,9 +13,14 @@ use and cached. (``bentoml.metrics`` did the same and is deprecated.)
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import Any
 
+REQUEST_LABELS = ("endpoint", "service_name", "service_version", "http_response_code", "runner_name")
+"""The labels of BentoML's request metrics, kept so that dashboards written for them work."""
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0)
+"""BentoML 1.4's default request-duration buckets (seconds)."""
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536, 262144, 1048576)
 
 
@@ -43,3 +52,57 @@ def model_info() -> Any:
         ["model", "version", "device"],
         multiprocess_mode="max",
     )
+
+
+@cache
+def memory_budget() -> Any:
+    from prometheus_client import Gauge
+
+    return Gauge(
+        "crop_yield_memory_budget_bytes",
+        "Memory each worker admits bulk requests against (service.http.admission); 0: no budget",
+        multiprocess_mode="max",
+    )
+
+
+@cache
+def requests_total() -> Any:
+    from prometheus_client import Counter
+
+    return Counter("bentoml_service_request_total", "Requests answered, by route and status", REQUEST_LABELS)
+
+
+@cache
+def request_duration() -> Any:
+    from prometheus_client import Histogram
+
+    return Histogram(
+        "bentoml_service_request_duration_seconds",
+        "Seconds from a request's arrival to its answer's last byte, by route and status",
+        REQUEST_LABELS,
+        buckets=DURATION_BUCKETS,
+    )
+
+
+@cache
+def requests_in_progress() -> Any:
+    from prometheus_client import Gauge
+
+    return Gauge(
+        "bentoml_service_request_in_progress",
+        "Requests being answered now",
+        ["service_name", "service_version", "runner_name"],
+        multiprocess_mode="livesum",
+    )
+
+
+def exposition() -> bytes:
+    """Every worker's samples in the Prometheus text format (the worker processes write
+    them to files under ``PROMETHEUS_MULTIPROC_DIR``, which BentoML sets)."""
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # outside `bentoml serve`
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,7 +257,12 @@ def decode_request(body: bytes, header_length: str | None, max_rows: int) -> Inf
 
 def _decode(body: bytes, header_length: str | None, max_rows: int) -> InferRequest:
     header, binary = split_body(body, header_length)
-    document = _parse_json(header)
+    return decode_document(_parse_json(header), binary, max_rows)
+
+
+def decode_document(document: Any, binary: memoryview, max_rows: int) -> InferRequest:
+    """A parsed infer request (the JSON document, or the same objects built from another
+    encoding of the protocol, such as gRPC's) and its binary tensor section → rows and outputs."""
     if not binary:
         small = small_request(document, max_rows)
         if small is not None:
@@ -450,6 +455,25 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> tuple[RequestedOut
 # -- the response -----------------------------------------------------------------------
 
 
+def output_columns(
+    request: InferRequest,
+    outputs: np.ndarray,
+    bounds: dict[str, np.ndarray] | None,
+    extrapolated: np.ndarray | None,
+) -> Iterator[tuple[RequestedOutput, str, np.ndarray]]:
+    """(output, datatype, contiguous little-endian column) of each requested output, in order."""
+    columns = {**dict(zip(TARGET_NAMES, outputs.T, strict=True)), **(bounds or {})}
+    if extrapolated is not None:
+        columns[EXTRAPOLATED] = extrapolated
+    for output in request.outputs:
+        datatype = OUTPUT_DATATYPES[output.name]
+        yield (
+            output,
+            datatype,
+            np.ascontiguousarray(columns[output.name], np.bool_ if datatype == "BOOL" else "<f4"),
+        )
+
+
 def encode_response(
     request: InferRequest,
     outputs: np.ndarray,
@@ -465,12 +489,7 @@ def encode_response(
     """
     tensors: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    columns = {**dict(zip(TARGET_NAMES, outputs.T, strict=True)), **(bounds or {})}
-    if extrapolated is not None:
-        columns[EXTRAPOLATED] = extrapolated
-    for output in request.outputs:
-        datatype = OUTPUT_DATATYPES[output.name]
-        column = np.ascontiguousarray(columns[output.name], dtype=np.bool_ if datatype == "BOOL" else "<f4")
+    for output, datatype, column in output_columns(request, outputs, bounds, extrapolated):
         tensor: dict[str, Any] = {"name": output.name, "datatype": datatype, "shape": [len(column)]}
         if output.binary:
             tensor["parameters"] = {"binary_data_size": column.nbytes}

@@ -20,16 +20,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, compile_path
 
-from contract import FEATURE_NAMES, __version__
 from service.http import errors
 from service.http.asgi import Receive, Scope, Send, header, read_body
 from service.http.errors import error_response, refusal_response
 from service.inference.dataplane import Plane
 from service.inference.errors import DataPlaneError
-from service.v2 import codec
+from service.v2 import codec, served
 from service.v2.operations import OPERATIONS
 
-SERVER_NAME = "crop-yield-service"
 EXTENSIONS = ["binary_tensor_data"]
 BODY_TYPES = frozenset({"", "application/json", "application/octet-stream"})
 ENDPOINT = "v2_infer"
@@ -40,16 +38,6 @@ def json_response(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
 
-def _tensors(names: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [
-        {"name": name, "datatype": codec.OUTPUT_DATATYPES.get(name, "FP32"), "shape": [-1]} for name in names
-    ]
-
-
-class _NotServedError(Exception):
-    """The path names another model or version (answered 404)."""
-
-
 class V2Routes:
     """The handlers, each bound to the data plane."""
 
@@ -57,24 +45,13 @@ class V2Routes:
         self.plane = plane
 
     def _check_model(self, params: Mapping[str, Any]) -> tuple[str, str]:
-        """(name, version) of the served model when the path names it; else ``_NotServedError``."""
-        name, served_version = self.plane.model_name, self.plane.model_version
-        asked = params["model_name"]
-        if asked != name:
-            raise _NotServedError(f"model {asked!r} is not served here; this server serves {name!r}")
-        version = params.get("version")
-        if version is not None and version != served_version:
-            raise _NotServedError(
-                f"version {version!r} of model {name!r} is not served here; the served version is "
-                f"{served_version!r}"
-            )
-        return name, served_version
+        return served.check_model(self.plane, params["model_name"], params.get("version"))
 
     async def _answer(self, path: str, handle: Callable[[], Awaitable[Response]]) -> Response:
         """Run a model route's handler; refusals become the error table's answers."""
         try:
             return await handle()
-        except _NotServedError as exc:
+        except served.NotServedError as exc:
             return error_response(path, errors.NOT_FOUND, ["path"], str(exc))
         except codec.CodecError as exc:
             return error_response(path, errors.INVALID, ["body"], str(exc))
@@ -82,7 +59,7 @@ class V2Routes:
             return refusal_response(path, exc, ["body"])
 
     async def server_metadata(self, request: Request) -> Response:
-        return json_response({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
+        return json_response(served.server_metadata(EXTENSIONS))
 
     async def server_live(self, request: Request) -> Response:
         return json_response({"live": True})
@@ -96,16 +73,7 @@ class V2Routes:
 
     async def model_metadata(self, request: Request) -> Response:
         async def handle() -> Response:
-            name, version = self._check_model(request.path_params)
-            return json_response(
-                {
-                    "name": name,
-                    "versions": [version],
-                    "platform": "pytorch",
-                    "inputs": _tensors(FEATURE_NAMES),
-                    "outputs": _tensors(codec.OUTPUT_NAMES),
-                }
-            )
+            return json_response(served.model_metadata(*self._check_model(request.path_params)))
 
         return await self._answer(request.url.path, handle)
 

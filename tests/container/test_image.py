@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from contract import __version__
+from devtools.bursts import bulk_bodies, fire
 from tests.container.conftest import podman
 from tests.helpers import run_training_cli
 from tests.integration.conftest import free_port
@@ -136,6 +138,26 @@ def test_sigterm_lets_in_flight_requests_finish(image: str) -> None:
         state = json.loads(podman("container", "inspect", name).stdout)[0]["State"]
         assert state["ExitCode"] == 0
         assert stopped_after < 20  # well inside the graceful-shutdown timeout
+    finally:
+        podman("rm", "--force", name, check=False)
+
+
+def test_bursts_under_a_2g_memory_limit_are_answered_and_never_oom_killed(image: str) -> None:
+    name = "crop-yield-memory"
+    url = run_container(image, name, "--memory", "2g")
+    try:
+        metrics = httpx.get(f"{url}/metrics").text
+        (budget,) = re.findall(r"^crop_yield_memory_budget_bytes (\S+)$", metrics, flags=re.MULTILINE)
+        assert 0 < float(budget) < 0.75 * 2**31  # drawn from the container's cgroup limit
+        result = fire(url, bulk_bodies(), lambda: 0.0, calls=32)
+        assert not result.errors, result.errors
+        assert set(result.statuses) <= {200, 503}, result.line()
+        assert result.retry_after == result.statuses[503]
+        assert result.statuses[200] >= 16, result.line()
+        state = json.loads(podman("container", "inspect", name).stdout)[0]["State"]
+        assert state["Running"], state
+        assert not state["OOMKilled"], state
+        assert httpx.get(f"{url}/readyz").status_code == 200
     finally:
         podman("rm", "--force", name, check=False)
 

@@ -144,6 +144,9 @@ def test_same_security_and_shutdown_as_the_deployment(
     assert p["serviceAccountName"] == objs["ServiceAccount"]["metadata"]["name"]
     assert p["terminationGracePeriodSeconds"] == pod["terminationGracePeriodSeconds"]
     assert c["resources"] == reference["resources"]
+    memory_limit = {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}
+    for env in (c["env"], reference["env"]):  # the memory budget is drawn from the limit
+        assert {e["name"]: e.get("valueFrom") for e in env}["CROP_YIELD_MEMORY_LIMIT_MB"] == memory_limit
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     assert "emptyDir" in {v["name"]: v for v in p["volumes"]}[mounts["/tmp"]]
 

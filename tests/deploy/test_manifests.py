@@ -90,8 +90,9 @@ def test_network_policy_admits_labelled_clients_and_the_scraper_only(
     sources = [rule["from"] for rule in policy["ingress"]]
     assert sources[0] == [{"podSelector": {"matchLabels": {"crop-yield-client": "true"}}}]
     assert sources[1][0]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
-    for rule in policy["ingress"]:
-        assert rule["ports"] == [{"port": 3000, "protocol": "TCP"}]
+    clients, scraper = policy["ingress"]
+    assert clients["ports"] == [{"port": 3000, "protocol": "TCP"}, {"port": 8001, "protocol": "TCP"}]
+    assert scraper["ports"] == [{"port": 3000, "protocol": "TCP"}]
 
 
 def test_service_and_probes_target_the_container_port(
@@ -99,9 +100,13 @@ def test_service_and_probes_target_the_container_port(
 ) -> None:
     _, objs = rendered
     ports = {p["name"]: p["containerPort"] for p in container(objs)["ports"]}
-    assert ports == {"http": 3000}
-    (service_port,) = objs["Service"]["spec"]["ports"]
-    assert (service_port["port"], service_port["targetPort"]) == (80, "http")
+    assert ports == {"http": 3000, "grpc": 8001}
+    env = {e["name"]: e.get("value") for e in container(objs)["env"]}
+    assert env["CROP_YIELD_GRPC_PORT"] == str(ports["grpc"])
+    http, grpc = objs["Service"]["spec"]["ports"]
+    assert (http["name"], http["port"], http["targetPort"]) == ("http", 80, "http")
+    assert (grpc["name"], grpc["port"], grpc["targetPort"]) == ("grpc", 8001, "grpc")
+    assert grpc["appProtocol"] == "kubernetes.io/h2c"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container(objs)[probe]["httpGet"]["port"] in ports
         assert container(objs)[probe]["timeoutSeconds"] >= 1
@@ -203,7 +208,7 @@ def test_dockerfile_promises() -> None:
     assert "FROM python:3.11-slim AS deps" in text
     assert re.search(r"^USER 10001", text, flags=re.MULTILINE)
     assert re.search(r'^HEALTHCHECK .*\n\s+CMD \["python3"', text, flags=re.MULTILINE)
-    assert re.search(r"^EXPOSE 3000$", text, flags=re.MULTILINE)
+    assert re.search(r"^EXPOSE 3000 8001$", text, flags=re.MULTILINE)
     assert re.search(r'^ENTRYPOINT \["python3", "-m", "service"\]$', text, flags=re.MULTILINE)
 
 

@@ -83,7 +83,7 @@ def test_service_is_laid_out_by_concern() -> None:
     top = sorted(p.name for p in (REPO_ROOT / "service").glob("*.py"))
     assert top == ["__init__.py", "__main__.py", "bentoml_internals.py", "service.py", "settings.py"]
     packages = sorted(p.parent.name for p in (REPO_ROOT / "service").glob("*/__init__.py"))
-    assert packages == ["docs", "http", "inference", "observability", "rest", "v2"]
+    assert packages == ["docs", "grpc", "http", "inference", "observability", "rest", "v2"]
 
 
 def test_the_readme_layout_names_every_module_of_service() -> None:

@@ -21,6 +21,7 @@ DEPLOYMENT = Deployment(
     body_timeout=2.5,
     request_timeout=12.0,
     max_concurrency=64,
+    memory_wait=7.5,
     auth=False,
 )
 INLINE_REQUEST = {"type": "object", "title": "PredictRequestIODescriptor", "properties": {}}
@@ -84,6 +85,7 @@ def test_description_states_this_deployment(auth: bool) -> None:
     assert "1,024 bytes, arriving without a pause of 2.5 s" in text
     assert "within 12 s" in text
     assert "64 requests" in text
+    assert "up to 7.5 s for memory" in text
     assert ("requires `Authorization: Bearer <token>`" in text) is auth
     assert "| input | `humidity` | % | 0 to 100 |" in text
 

@@ -1,0 +1,1 @@
+"""The Open Inference Protocol over gRPC, with standard health checking and reflection."""

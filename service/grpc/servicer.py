@@ -1,0 +1,98 @@
+"""``inference.GRPCInferenceService``: the Open Inference Protocol's RPCs over the data plane.
+
+The same plane, batcher and model as the HTTP routes; model checks, metadata and request
+validation are the protocol's shared pieces (``service.v2.served``, ``service.v2.codec``),
+so a refusal reads the same over both transports. Refusals map to gRPC status codes:
+another model or version → NOT_FOUND, a bad request → INVALID_ARGUMENT, still loading →
+UNAVAILABLE, shed by the batcher → RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from service.grpc import codec
+from service.grpc import inference_pb2 as pb
+from service.grpc import inference_pb2_grpc as rpc
+from service.inference.dataplane import Plane
+from service.inference.errors import DataPlaneError
+from service.v2 import served
+from service.v2.codec import CodecError
+
+ENDPOINT = "grpc_infer"
+"""The ``endpoint`` label of the rows this front end predicts."""
+EXTENSIONS: list[str] = []
+STATUS_OF_KIND = {
+    "invalid request": grpc.StatusCode.INVALID_ARGUMENT,
+    "not ready": grpc.StatusCode.UNAVAILABLE,
+    "overloaded": grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+Answer = TypeVar("Answer")
+
+
+class InferenceServicer(rpc.GRPCInferenceServiceServicer):
+    def __init__(self, plane: Plane) -> None:
+        self.plane = plane
+
+    async def _answer(
+        self, context: grpc.aio.ServicerContext, handle: Callable[[], Awaitable[Answer]]
+    ) -> Answer:
+        try:
+            return await handle()
+        except served.NotServedError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except CodecError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except DataPlaneError as exc:
+            await context.abort(STATUS_OF_KIND.get(exc.kind, grpc.StatusCode.INTERNAL), str(exc))
+        raise AssertionError("abort() raises")  # pragma: no cover
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.plane.ready)
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        async def handle() -> pb.ModelReadyResponse:
+            served.check_model(self.plane, request.name, request.version or None)
+            return pb.ModelReadyResponse(ready=self.plane.ready)
+
+        return await self._answer(context, handle)
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**served.server_metadata(EXTENSIONS))
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        async def handle() -> pb.ModelMetadataResponse:
+            metadata = served.model_metadata(
+                *served.check_model(self.plane, request.name, request.version or None)
+            )
+            return pb.ModelMetadataResponse(**metadata)
+
+        return await self._answer(context, handle)
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        async def handle() -> pb.ModelInferResponse:
+            name, version = served.check_model(self.plane, request.model_name, request.model_version or None)
+            decoded, raw = codec.decode(request, self.plane.max_bulk_rows)
+            prediction = await self.plane.predict(decoded.rows, ENDPOINT, decoded.interval)
+            flags = prediction.extrapolated if decoded.wants_flags else None
+            return codec.encode(decoded, raw, prediction.outputs, name, version, prediction.bounds, flags)
+
+        return await self._answer(context, handle)

@@ -1,0 +1,383 @@
+"""The Open Inference Protocol over gRPC against a served process: the RPCs, the same answers
+and refusals as the REST V2 routes, health checking, reflection and the bearer token.
+
+The protocol's own stubs (service/grpc/inference_pb2*) are used here. tritonclient.grpc
+registers the same protobuf names from its own file, and one process cannot hold both, so
+tritonclient.grpc runs in a subprocess (test_tritonclient_grpc_calls_the_server).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from service.grpc import inference_pb2 as pb
+from service.grpc import inference_pb2_grpc as rpc
+from tests.integration.conftest import Server, free_port, serving
+
+FEATURES = ("temperature", "rainfall", "humidity")
+ROWS = np.array([[73.0, 67.0, 43.0], [91.0, 88.0, 64.0], [87.0, 134.0, 58.0]], dtype=np.float32)
+TOKEN = "grpc-test-token"
+
+
+class Served:
+    def __init__(self, server: Server, port: int) -> None:
+        self.server = server
+        self.address = f"127.0.0.1:{port}"
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = rpc.GRPCInferenceServiceStub(self.channel)
+
+
+@pytest.fixture(scope="module")
+def served(trained_home: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    port = free_port()
+    with serving(trained_home, tmp_path_factory.mktemp("grpc"), grpc_port=str(port)) as server:
+        target = Served(server, port)
+        yield target
+        target.channel.close()
+
+
+def infer_request(rows: np.ndarray = ROWS, raw: bool = False, **extra: object) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="crop_yield", **extra)  # type: ignore[arg-type]
+    for j, name in enumerate(FEATURES):
+        tensor = request.inputs.add(name=name, datatype="FP32", shape=[len(rows)])
+        column = np.ascontiguousarray(rows[:, j], dtype="<f4")
+        if raw:
+            request.raw_input_contents.append(column.tobytes())
+        else:
+            tensor.contents.fp32_contents.extend(column.tolist())
+    return request
+
+
+def outputs_of(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
+    if response.raw_output_contents:
+        return {
+            t.name: np.frombuffer(raw, dtype=np.bool_ if t.datatype == "BOOL" else "<f4")
+            for t, raw in zip(response.outputs, response.raw_output_contents, strict=True)
+        }
+    return {
+        t.name: np.array(t.contents.bool_contents, np.bool_)
+        if t.datatype == "BOOL"
+        else np.array(t.contents.fp32_contents, np.float32)
+        for t in response.outputs
+    }
+
+
+def rest_v2(served: Served, rows: np.ndarray, outputs: list[str] | None = None, **parameters: object) -> dict:  # type: ignore[type-arg]
+    body: dict[str, object] = {
+        "inputs": [
+            {"name": n, "shape": [len(rows)], "datatype": "FP32", "data": rows[:, j].tolist()}
+            for j, n in enumerate(FEATURES)
+        ],
+        "parameters": parameters,
+    }
+    if outputs:
+        body["outputs"] = [{"name": o} for o in outputs]
+    answer = httpx.post(f"{served.server.url}/v2/models/crop_yield/infer", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return {t["name"]: np.array(t["data"]) for t in answer.json()["outputs"]}
+
+
+def test_health_metadata_and_readiness(served: Served) -> None:
+    stub = served.stub
+    assert stub.ServerLive(pb.ServerLiveRequest()).live
+    assert stub.ServerReady(pb.ServerReadyRequest()).ready
+    assert stub.ModelReady(pb.ModelReadyRequest(name="crop_yield")).ready
+    server = stub.ServerMetadata(pb.ServerMetadataRequest())
+    assert server.name == "crop-yield-service"
+    model = stub.ModelMetadata(pb.ModelMetadataRequest(name="crop_yield"))
+    rest = httpx.get(f"{served.server.url}/v2/models/crop_yield").json()
+    assert [t.name for t in model.inputs] == [t["name"] for t in rest["inputs"]] == list(FEATURES)
+    assert [(t.name, t.datatype) for t in model.outputs] == [
+        (t["name"], t["datatype"]) for t in rest["outputs"]
+    ]
+    assert list(model.versions) == rest["versions"]
+    version = model.versions[0]
+    assert stub.ModelReady(pb.ModelReadyRequest(name="crop_yield", version=version)).ready
+    for request in (
+        pb.ModelReadyRequest(name="other"),
+        pb.ModelReadyRequest(name="crop_yield", version="v0"),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelReady(request)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    check = health_pb2_grpc.HealthStub(served.channel).Check
+    for service in ("", "inference.GRPCInferenceService"):
+        assert (
+            check(health_pb2.HealthCheckRequest(service=service)).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
+
+
+def test_health_watch_streams_the_status(served: Served) -> None:
+    stream = health_pb2_grpc.HealthStub(served.channel).Watch(health_pb2.HealthCheckRequest(service=""))
+    assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+    stream.cancel()
+
+
+def test_reflection_lists_the_services(served: Served) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(served.channel)
+    (answer,) = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for s in answer.list_services_response.service}
+    assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["contents", "raw"])
+def test_infer_answers_as_the_rest_route(served: Served, raw: bool) -> None:
+    response = served.stub.ModelInfer(infer_request(raw=raw, id="call-1"))
+    assert response.model_name == "crop_yield"
+    assert response.id == "call-1"
+    assert bool(response.raw_output_contents) is raw
+    got = outputs_of(response)
+    expected = rest_v2(served, ROWS)
+    assert set(got) == {"apples", "oranges"}
+    for name in got:
+        np.testing.assert_array_equal(got[name].astype(np.float32), expected[name].astype(np.float32))
+
+
+def test_bulk_raw_contents(served: Served) -> None:
+    rows = (
+        np.random.default_rng(0).uniform([50, 20, 20], [110, 150, 90], size=(100_000, 3)).astype(np.float32)
+    )
+    response = served.stub.ModelInfer(infer_request(rows, raw=True))
+    got = outputs_of(response)
+    assert got["apples"].shape == (100_000,)
+    expected = rest_v2(served, rows[:5])
+    np.testing.assert_array_equal(got["apples"][:5], expected["apples"].astype(np.float32))
+
+
+def test_intervals_and_flags_as_the_rest_route(served: Served) -> None:
+    names = ["apples", "apples_lower", "apples_upper", "extrapolated"]
+    rows = np.vstack([ROWS, [[130.0, 5.0, 99.0]]]).astype(np.float32)
+    request = infer_request(rows)
+    request.parameters["interval"].double_param = 0.9
+    for name in names:
+        request.outputs.add(name=name)
+    got = outputs_of(served.stub.ModelInfer(request))
+    expected = rest_v2(served, rows, names, interval=0.9)
+    assert list(got) == names
+    for name in names:
+        np.testing.assert_array_equal(got[name], expected[name].astype(got[name].dtype))
+    assert got["extrapolated"].tolist() == [False, False, False, True]
+
+
+def _without(index: int, field: str) -> Callable[[pb.ModelInferRequest], None]:
+    def change(request: pb.ModelInferRequest) -> None:
+        request.inputs[index].ClearField(field)  # type: ignore[arg-type]
+
+    return change
+
+
+def _set(index: int, **values: object) -> Callable[[pb.ModelInferRequest], None]:
+    def change(request: pb.ModelInferRequest) -> None:
+        tensor = request.inputs[index]
+        for key, value in values.items():
+            if key == "shape":
+                tensor.ClearField("shape")
+                tensor.shape.extend(value)  # type: ignore[arg-type]
+            else:
+                setattr(tensor, key, value)
+
+    return change
+
+
+def _values(
+    index: int, values: list[float], field: str = "fp32_contents"
+) -> Callable[[pb.ModelInferRequest], None]:
+    def change(request: pb.ModelInferRequest) -> None:
+        tensor = request.inputs[index]
+        tensor.ClearField("contents")
+        getattr(tensor.contents, field).extend(values)
+
+    return change
+
+
+def _output(name: str, twice: bool = False) -> Callable[[pb.ModelInferRequest], None]:
+    def change(request: pb.ModelInferRequest) -> None:
+        for _ in range(2 if twice else 1):
+            request.outputs.add(name=name)
+
+    return change
+
+
+def _parameter(**values: float) -> Callable[[pb.ModelInferRequest], None]:
+    def change(request: pb.ModelInferRequest) -> None:
+        request.outputs.add(name="apples_lower")
+        for key, value in values.items():
+            request.parameters[key].double_param = value
+
+    return change
+
+
+def _drop_input(request: pb.ModelInferRequest) -> None:
+    del request.inputs[2]
+
+
+def _duplicate_input(request: pb.ModelInferRequest) -> None:
+    request.inputs.add().CopyFrom(request.inputs[0])
+
+
+def _raw_and_contents(request: pb.ModelInferRequest) -> None:
+    for _ in range(3):  # the contents stay
+        request.raw_input_contents.append(np.zeros(3, "<f4").tobytes())
+
+
+def _raw_count(request: pb.ModelInferRequest) -> None:
+    for tensor in request.inputs:
+        tensor.ClearField("contents")
+    request.raw_input_contents.append(np.zeros(3, "<f4").tobytes())
+
+
+def _raw_size(request: pb.ModelInferRequest) -> None:
+    for tensor in request.inputs:
+        tensor.ClearField("contents")
+        request.raw_input_contents.append(np.zeros(2, "<f4").tobytes())
+
+
+def _raw_nan(request: pb.ModelInferRequest) -> None:
+    for j, tensor in enumerate(request.inputs):
+        tensor.ClearField("contents")
+        column = np.ascontiguousarray(ROWS[:, j], "<f4")
+        if j == 1:
+            column[2] = np.nan
+        request.raw_input_contents.append(column.tobytes())
+
+
+def _too_many_rows(request: pb.ModelInferRequest) -> None:
+    for tensor in request.inputs:
+        tensor.ClearField("shape")
+        tensor.shape.append(2_000_000)
+
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+BAD_REQUESTS: list[tuple[str, Callable[[pb.ModelInferRequest], None], grpc.StatusCode, str]] = [
+    (
+        "unknown model",
+        lambda r: setattr(r, "model_name", "other"),
+        grpc.StatusCode.NOT_FOUND,
+        "not served here",
+    ),
+    (
+        "unknown version",
+        lambda r: setattr(r, "model_version", "v0"),
+        grpc.StatusCode.NOT_FOUND,
+        "version 'v0'",
+    ),
+    ("no inputs", lambda r: r.ClearField("inputs"), INVALID, "missing input(s)"),
+    ("a missing input", _drop_input, INVALID, "missing input(s) 'humidity'"),
+    ("an unknown input", _set(0, name="wind"), INVALID, "unknown input 'wind'"),
+    ("an input twice", _duplicate_input, INVALID, "appears twice"),
+    ("no datatype", _set(0, datatype=""), INVALID, "datatype"),
+    ("FP16", _set(0, datatype="FP16"), INVALID, "datatype 'FP16' is not supported"),
+    ("BYTES", _set(0, datatype="BYTES"), INVALID, "datatype 'BYTES' is not supported"),
+    ("no shape", _without(0, "shape"), INVALID, "shape"),
+    ("a negative shape", _set(0, shape=[-3]), INVALID, "shape"),
+    ("shape disagrees with data", _set(0, shape=[5]), INVALID, "shape says 5 rows but data holds 3"),
+    ("2-D shape of other width", _set(0, shape=[3, 2]), INVALID, "shape"),
+    ("inputs differ in rows", _values(2, [43.0, 64.0]), INVALID, "shape says 3 rows but data holds 2"),
+    ("no contents", _without(1, "contents"), INVALID, "rainfall"),
+    (
+        "contents in another type's field",
+        _values(0, [73.0, 91.0, 87.0], "fp64_contents"),
+        INVALID,
+        "fp32_contents",
+    ),
+    ("NaN", _values(1, [67.0, float("nan"), 1.0]), INVALID, "element 1 is nan"),
+    ("infinity", _values(0, [float("inf"), 1.0, 1.0]), INVALID, "not a finite number"),
+    ("below the minimum", _values(2, [43.0, -5.0, 58.0]), INVALID, "below the minimum 0"),
+    ("above the maximum", _values(2, [43.0, 150.0, 58.0]), INVALID, "above the maximum 100"),
+    ("too many rows", _too_many_rows, INVALID, "at most"),
+    ("an unknown output", _output("pears"), INVALID, "unknown output 'pears'"),
+    ("an output twice", _output("apples", twice=True), INVALID, "requested twice"),
+    ("interval above 1", _parameter(interval=1.5), INVALID, "interval"),
+    ("interval 0", _parameter(interval=0.0), INVALID, "interval"),
+    ("raw and contents", _raw_and_contents, INVALID, "contents as well as raw_input_contents"),
+    ("raw count", _raw_count, INVALID, "raw_input_contents has 1 entries for 3 inputs"),
+    ("raw sizes", _raw_size, INVALID, "binary_data_size is 8 bytes but 3 FP32 elements take 12"),
+    ("raw NaN", _raw_nan, INVALID, "element 2 is nan"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "change", "code", "fragment"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS]
+)
+def test_bad_requests_are_refused_with_the_protocol_message(
+    served: Served,
+    case: str,
+    change: Callable[[pb.ModelInferRequest], None],
+    code: grpc.StatusCode,
+    fragment: str,
+) -> None:
+    request = infer_request()
+    change(request)
+    with pytest.raises(grpc.RpcError) as refused:
+        served.stub.ModelInfer(request)
+    assert refused.value.code() == code, refused.value.details()
+    assert fragment in (refused.value.details() or ""), refused.value.details()
+    assert served.stub.ServerReady(pb.ServerReadyRequest()).ready
+
+
+def test_the_bearer_token_is_required_on_inference_not_on_health(
+    trained_home: tuple[Path, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    with serving(trained_home, tmp_path, grpc_port=str(port), auth_token=TOKEN) as server:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = rpc.GRPCInferenceServiceStub(channel)
+            for metadata in ((), (("authorization", "Bearer wrong"),)):
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.ModelInfer(infer_request(), metadata=metadata)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            answer = stub.ModelInfer(infer_request(), metadata=(("authorization", f"Bearer {TOKEN}"),))
+            assert len(outputs_of(answer)["apples"]) == len(ROWS)
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+TRITON_CLIENT = textwrap.dedent(
+    """
+    import json
+    import sys
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(sys.argv[1])
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("crop_yield")
+    metadata = client.get_model_metadata("crop_yield", as_json=True)
+    assert [i["name"] for i in metadata["inputs"]] == ["temperature", "rainfall", "humidity"]
+    inputs = []
+    for name, value in (("temperature", 73.0), ("rainfall", 67.0), ("humidity", 43.0)):
+        tensor = grpcclient.InferInput(name, [2], "FP32")
+        tensor.set_data_from_numpy(np.array([value, value], dtype=np.float32))
+        inputs.append(tensor)
+    outputs = [grpcclient.InferRequestedOutput(n) for n in ("apples", "oranges", "extrapolated")]
+    result = client.infer("crop_yield", inputs, outputs=outputs)
+    print(json.dumps({n: result.as_numpy(n).tolist() for n in ("apples", "extrapolated")}))
+    """
+)
+
+
+def test_tritonclient_grpc_calls_the_server(served: Served) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", TRITON_CLIENT, served.address], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    expected = rest_v2(served, np.array([[73.0, 67.0, 43.0]] * 2, dtype=np.float32))
+    np.testing.assert_array_equal(
+        np.array(answer["apples"], np.float32), expected["apples"].astype(np.float32)
+    )
+    assert answer["extrapolated"] == [False, False]

@@ -1,0 +1,123 @@
+"""The request metrics in-process, in front of stand-in apps (prometheus_client's default
+registry: no worker, no multiprocess files). Against a served process, with BentoML's
+metrics switched off, see tests/integration/service/test_api.py and test_prometheus.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import REGISTRY
+
+from service.http import request_metrics
+from service.http.asgi import Receive, Scope, Send
+from service.http.request_metrics import RequestMetrics, metrics_endpoint
+from tests.unit.service.test_guards import call, ok_app
+
+
+def sample(name: str, endpoint: str, status: int) -> float:
+    labels = {
+        "endpoint": endpoint,
+        "http_response_code": str(status),
+        "service_name": "svc",
+        "service_version": "not available",
+        "runner_name": "svc",
+    }
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def answers(status: int):  # type: ignore[no-untyped-def]
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def test_each_request_is_counted_and_timed_by_route_and_status() -> None:
+    middleware = RequestMetrics(ok_app, service_name="svc", routes=("/predict",))
+    assert sample("bentoml_service_request_total", "/predict_columns", 200) == 0
+    before = sample("bentoml_service_request_total", "/predict", 200)
+    timed = sample("bentoml_service_request_duration_seconds_count", "/predict", 200)
+    for _ in range(3):
+        assert call(middleware)[0] == 200
+    assert sample("bentoml_service_request_total", "/predict", 200) == before + 3
+    assert sample("bentoml_service_request_duration_seconds_count", "/predict", 200) == timed + 3
+    refused = RequestMetrics(answers(429), service_name="svc", routes=())
+    before_429 = sample("bentoml_service_request_total", "/predict", 429)
+    call(refused)
+    assert sample("bentoml_service_request_total", "/predict", 429) == before_429 + 1
+
+
+def test_declared_routes_start_at_zero_so_rate_has_a_first_point() -> None:
+    RequestMetrics(ok_app, service_name="svc", routes=("/declared",))
+    for status in (200, 500):
+        assert (
+            REGISTRY.get_sample_value(
+                "bentoml_service_request_total",
+                {
+                    "endpoint": "/declared",
+                    "http_response_code": str(status),
+                    "service_name": "svc",
+                    "service_version": "not available",
+                    "runner_name": "svc",
+                },
+            )
+            == 0.0
+        )
+
+
+def test_unknown_paths_cannot_grow_the_series_without_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    middleware = RequestMetrics(answers(404), service_name="svc", routes=())
+    before = sample("bentoml_service_request_total", "unmatched", 404)
+    for n in range(5):
+        call(middleware, path=f"/scan/{n}", method="GET")
+    assert sample("bentoml_service_request_total", "unmatched", 404) == before + 5
+    assert sample("bentoml_service_request_total", "/scan/0", 404) == 0
+
+    monkeypatch.setattr(request_metrics, "MAX_ENDPOINTS", 2)
+    capped = RequestMetrics(ok_app, service_name="svc", routes=())
+    other = sample("bentoml_service_request_total", "other", 200)
+    for path in ("/a", "/b", "/c", "/d", "/a"):
+        call(capped, path=path, method="GET")
+    assert sample("bentoml_service_request_total", "/a", 200) >= 2
+    assert sample("bentoml_service_request_total", "other", 200) == other + 2  # /c and /d
+
+
+def test_a_failing_app_counts_as_500_and_the_error_propagates() -> None:
+    async def fails(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("boom")
+
+    middleware = RequestMetrics(fails, service_name="svc", routes=())
+    before = sample("bentoml_service_request_total", "/predict", 500)
+    with pytest.raises(RuntimeError, match="boom"):
+        call(middleware)
+    assert sample("bentoml_service_request_total", "/predict", 500) == before + 1
+    assert (
+        REGISTRY.get_sample_value(
+            "bentoml_service_request_in_progress",
+            {"service_name": "svc", "service_version": "not available", "runner_name": "svc"},
+        )
+        == 0
+    )
+
+
+def test_the_scrape_is_not_counted_and_shows_the_series() -> None:
+    middleware = RequestMetrics(metrics_endpoint, service_name="svc", routes=("/predict",))
+    before = sample("bentoml_service_request_total", "/metrics", 200)
+    status, headers, body = call(middleware, path="/metrics", method="GET")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain")
+    assert int(headers["content-length"]) == len(body)
+    assert b'bentoml_service_request_total{endpoint="/predict",http_response_code="200"' in body
+    assert sample("bentoml_service_request_total", "/metrics", 200) == before == 0
+
+
+def test_lifespan_passes_through() -> None:
+    seen = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["type"])
+
+    asyncio.run(RequestMetrics(app, service_name="svc", routes=())({"type": "lifespan"}, None, None))  # type: ignore[arg-type]
+    assert seen == ["lifespan"]
