@@ -28,16 +28,37 @@ def trims(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def test_reservations_within_the_budget_are_immediate_and_the_last_release_trims(trims: list[int]) -> None:
+def test_reservations_within_the_budget_are_immediate(trims: list[int]) -> None:
     async def scenario() -> None:
         budget = MemoryBudget(100, wait_s=1)
         assert await budget.reserve(60)
         assert await budget.reserve(40)
         assert budget.reserved == 100
         budget.release(60)
-        assert trims == []
         budget.release(40)
         assert budget.reserved == 0
+
+    asyncio.run(scenario())
+
+
+def test_freed_memory_is_handed_back_once_the_budget_has_been_idle(
+    trims: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admission, "TRIM_AFTER_IDLE_S", 0.05)
+
+    async def scenario() -> None:
+        budget = MemoryBudget(100, wait_s=1)
+        for _ in range(3):  # a stream of calls: no trim between them
+            assert await budget.reserve(10)
+            budget.release(10)
+            await asyncio.sleep(0.01)
+        assert trims == []
+        await asyncio.sleep(0.1)
+        assert trims == [1]
+        assert await budget.reserve(10)  # busy again when the timer fires: no trim
+        budget.release(10)
+        assert await budget.reserve(10)
+        await asyncio.sleep(0.1)
         assert trims == [1]
 
     asyncio.run(scenario())
@@ -158,8 +179,7 @@ def test_the_gate_reserves_bulk_bodies_and_answers_503_when_the_budget_stays_tak
     bulk = {"content-length": str(BUDGETED_FROM), "content-type": "application/json"}
     body = [b"x" * BUDGETED_FROM]
     assert call(bulk_gate(budget=budget), body=body, headers=bulk)[0] == 200
-    assert budget.reserved == 0
-    assert trims == [1]
+    assert budget.reserved == 0  # released once answered
 
     small = {"content-length": "10", "content-type": "application/json"}
     asyncio.run(budget.reserve(1))  # another request holds the budget
