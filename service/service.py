@@ -128,7 +128,9 @@ class CropYieldService:
         if settings.grpc_port:
             token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
             address = f"{settings.host}:{settings.grpc_port}"
-            self._grpc = GrpcServer(self.plane, address, settings.max_body_bytes, token)
+            self._grpc = GrpcServer(
+                self.plane, address, settings.max_body_bytes, token, settings.request_timeout
+            )
             await self._grpc.start()
 
     @bentoml.on_shutdown

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
+from service.grpc.observe import CallObserver
 from service.grpc.servicer import InferenceServicer
 from service.inference.dataplane import Plane
 
@@ -68,9 +69,15 @@ def _refuse_unauthenticated(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHan
 
 class GrpcServer:
     def __init__(
-        self, plane: Plane, address: str, max_message_bytes: int, auth_token: str | None = None
+        self,
+        plane: Plane,
+        address: str,
+        max_message_bytes: int,
+        auth_token: str | None = None,
+        timeout: float = 30.0,
     ) -> None:
         self.plane = plane
+        self.timeout = timeout
         self.address = address
         self.max_message_bytes = max_message_bytes
         self.auth_token = auth_token
@@ -82,7 +89,11 @@ class GrpcServer:
     async def start(self) -> int:
         """Listen and serve; the bound port."""
         server = grpc.aio.server(
-            interceptors=[BearerAuth(self.auth_token)] if self.auth_token else [],
+            # outermost first: refused calls are counted too
+            interceptors=[
+                CallObserver(self.timeout),
+                *([BearerAuth(self.auth_token)] if self.auth_token else []),
+            ],
             options=[
                 ("grpc.so_reuseport", 1),
                 ("grpc.max_receive_message_length", self.max_message_bytes),

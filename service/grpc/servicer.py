@@ -9,6 +9,7 @@ UNAVAILABLE, shed by the batcher → RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -22,6 +23,7 @@ from service.inference.errors import DataPlaneError
 from service.v2 import served
 from service.v2.codec import CodecError
 
+log = logging.getLogger("crop_yield.grpc")
 ENDPOINT = "grpc_infer"
 """The ``endpoint`` label of the rows this front end predicts."""
 EXTENSIONS: list[str] = []
@@ -43,11 +45,13 @@ class InferenceServicer(rpc.GRPCInferenceServiceServicer):
         try:
             return await handle()
         except served.NotServedError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            code, message = grpc.StatusCode.NOT_FOUND, str(exc)
         except CodecError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except DataPlaneError as exc:
-            await context.abort(STATUS_OF_KIND.get(exc.kind, grpc.StatusCode.INTERNAL), str(exc))
+            code, message = STATUS_OF_KIND.get(exc.kind, grpc.StatusCode.INTERNAL), str(exc)
+        log.info("answered %s: %s", code.name, message)  # one line, with the call's request id
+        await context.abort(code, message)
         raise AssertionError("abort() raises")  # pragma: no cover
 
     async def ServerLive(

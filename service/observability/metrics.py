@@ -96,6 +96,27 @@ def requests_in_progress() -> Any:
     )
 
 
+@cache
+def grpc_requests_total() -> Any:
+    from prometheus_client import Counter
+
+    return Counter(
+        "crop_yield_grpc_requests", "gRPC calls answered, by method and status code", ["method", "code"]
+    )
+
+
+@cache
+def grpc_request_duration() -> Any:
+    from prometheus_client import Histogram
+
+    return Histogram(
+        "crop_yield_grpc_request_duration_seconds",
+        "Seconds from a gRPC call's arrival to its answer, by method",
+        ["method"],
+        buckets=DURATION_BUCKETS,
+    )
+
+
 def exposition() -> bytes:
     """Every worker's samples in the Prometheus text format (the worker processes write
     them to files under ``PROMETHEUS_MULTIPROC_DIR``, which BentoML sets)."""

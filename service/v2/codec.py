@@ -165,15 +165,25 @@ def _array(value: Any, field: str, owner: str = "") -> Any:
     return value
 
 
-def _rows_of(shape: Any, name: str) -> int:
+def _rows_of(shape: Any, name: str, width: int = 1) -> int:
+    """N of a tensor's shape: [N] or [N, 1] for one feature, [N, 3] for all of them."""
     dims = _as_list(_array(shape, "shape", f"input {name!r}: ") if type(shape) is not list else shape)
     if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
         raise CodecError(f"input {name!r}: shape {dims} must hold integers")
-    if len(dims) not in (1, 2) or (len(dims) == 2 and dims[1] != 1):
+    if width > 1 and dims[1:] != [width]:
+        raise CodecError(f"input {name!r}: shape {dims} is not supported; send [N, {width}]")
+    if len(dims) not in (1, 2) or (len(dims) == 2 and dims[1] != width):
         raise CodecError(f"input {name!r}: shape {dims} is not supported; send [N] or [N, 1]")
     if dims[0] < 1:
         raise CodecError(f"input {name!r} is empty (shape {dims}); send at least one row")
     return int(dims[0])
+
+
+def _is_matrix(shape: Any) -> bool:
+    if not isinstance(shape, ARRAY_TYPES):
+        return False
+    dims = _as_list(shape)
+    return len(dims) == 2 and type(dims[1]) is int and dims[1] == len(FEATURE_NAMES)
 
 
 def _as_list(array: Any) -> list[Any]:
@@ -279,12 +289,19 @@ def decode_document(document: Any, binary: memoryview, max_rows: int) -> InferRe
     columns: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
     offset = 0
-    for i, tensor in enumerate(_array(document.get("inputs"), "inputs")):
+    tensors = _array(document.get("inputs"), "inputs")
+    for i, tensor in enumerate(tensors):
         if not isinstance(tensor, OBJECT_TYPES):
             raise CodecError(f"inputs[{i}] must be a JSON object")
         name = _string(tensor.get("name"), "name", f"inputs[{i}].")
-        if name not in FEATURE_BY_NAME:
-            raise CodecError(f"unknown input {name!r}; the model's inputs are {', '.join(FEATURE_BY_NAME)}")
+        # One [N, 3] tensor of any name holds every feature, in the metadata's order: what
+        # clients written for single-tensor models (KServe's "input-0") send.
+        width = len(FEATURE_NAMES) if len(tensors) == 1 and _is_matrix(tensor.get("shape")) else 1
+        if name not in FEATURE_BY_NAME and width == 1:
+            raise CodecError(
+                f"unknown input {name!r}; the model's inputs are {', '.join(FEATURE_BY_NAME)} "
+                f"(or one [N, {len(FEATURE_NAMES)}] tensor of them in that order)"
+            )
         if name in columns:
             raise CodecError(f"input {name!r} appears twice")
         datatype = tensor.get("datatype")
@@ -295,7 +312,7 @@ def decode_document(document: Any, binary: memoryview, max_rows: int) -> InferRe
                 f"input {name!r}: datatype {datatype!r} is not supported; "
                 "send FP32 (FP64, INT32 and INT64 are converted)"
             )
-        rows = _rows_of(tensor.get("shape"), name)
+        rows = _rows_of(tensor.get("shape"), name, width)
         if rows > max_rows:
             raise CodecError(f"input {name!r} has {rows} rows; at most {max_rows} rows per request")
         tensor_parameters = tensor.get("parameters")
@@ -311,12 +328,18 @@ def decode_document(document: Any, binary: memoryview, max_rows: int) -> InferRe
                 raise CodecError(f"input {name!r}: binary_data_size must be a byte count, not {size!r}")
             if tensor.get("data") is not None:
                 raise CodecError(f"input {name!r} has both data and binary_data_size; send one")
-            values = _binary_data(binary, offset, size, rows, name, datatype)
+            values = _binary_data(binary, offset, size, rows * width, name, datatype)
             offset += size
-        if values.size != rows:
-            raise CodecError(f"input {name!r}: shape says {rows} rows but data holds {values.size} elements")
-        columns[name] = values
-        datatypes[name] = datatype
+        if values.size != rows * width:
+            says = f"{rows} rows" if width == 1 else f"{rows} rows of {width} ({rows * width} elements)"
+            raise CodecError(f"input {name!r}: shape says {says} but data holds {values.size} elements")
+        if width == 1:
+            columns[name] = values
+            datatypes[name] = datatype
+        else:
+            grid = values.reshape(rows, width)
+            columns = {feature: grid[:, j] for j, feature in enumerate(FEATURE_NAMES)}
+            datatypes = dict.fromkeys(FEATURE_NAMES, datatype)
     if offset != len(binary):
         raise CodecError(
             f"the body has {len(binary)} bytes after the JSON header but the inputs' "

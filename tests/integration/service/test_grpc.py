@@ -146,6 +146,15 @@ def test_infer_answers_as_the_rest_route(served: Served, raw: bool) -> None:
         np.testing.assert_array_equal(got[name].astype(np.float32), expected[name].astype(np.float32))
 
 
+def test_one_n_by_3_tensor_as_kserve_clients_send(served: Served) -> None:
+    request = pb.ModelInferRequest(model_name="crop_yield")
+    request.inputs.add(name="input-0", datatype="FP32", shape=[len(ROWS), 3]).contents.fp32_contents.extend(
+        ROWS.ravel().tolist()
+    )
+    got = outputs_of(served.stub.ModelInfer(request))
+    np.testing.assert_array_equal(got["apples"], rest_v2(served, ROWS)["apples"].astype(np.float32))
+
+
 def test_bulk_raw_contents(served: Served) -> None:
     rows = (
         np.random.default_rng(0).uniform([50, 20, 20], [110, 150, 90], size=(100_000, 3)).astype(np.float32)
@@ -381,3 +390,23 @@ def test_tritonclient_grpc_calls_the_server(served: Served) -> None:
         np.array(answer["apples"], np.float32), expected["apples"].astype(np.float32)
     )
     assert answer["extrapolated"] == [False, False]
+
+
+def test_calls_are_counted_by_method_and_code_and_logged_with_their_request_id(served: Served) -> None:
+    def count(method: str, code: str) -> float:
+        text = httpx.get(f"{served.server.url}/metrics").text
+        line = f'crop_yield_grpc_requests_total{{code="{code}",method="{method}"}} '
+        return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+
+    ok, invalid = count("ModelInfer", "OK"), count("ModelInfer", "INVALID_ARGUMENT")
+    served.stub.ModelInfer(infer_request())
+    bad = infer_request()
+    bad.inputs[0].name = "wind"
+    with pytest.raises(grpc.RpcError):
+        served.stub.ModelInfer(bad, metadata=(("x-request-id", "grpc-call-42"),))
+    assert count("ModelInfer", "OK") == ok + 1
+    assert count("ModelInfer", "INVALID_ARGUMENT") == invalid + 1
+    assert "crop_yield_grpc_request_duration_seconds_bucket" in httpx.get(f"{served.server.url}/metrics").text
+    log = served.server.log.read_text()
+    (line,) = [row for row in log.splitlines() if "grpc-call-42" in row]
+    assert "answered INVALID_ARGUMENT: unknown input 'wind'" in line

@@ -97,6 +97,15 @@ def test_infer_json(server: Server, versioned: bool) -> None:
     np.testing.assert_allclose(got, expected(server, rows), atol=1e-3, rtol=0)
 
 
+def test_one_n_by_3_tensor_as_kserve_clients_send(server: Server) -> None:
+    rows = random_rows(5, seed=4)
+    one_tensor = {"inputs": [{"name": "input-0", "shape": [5, 3], "datatype": "FP32", "data": rows.tolist()}]}
+    response = httpx.post(f"{server.url}/v2/models/{model(server)[0]}/infer", json=one_tensor)
+    assert response.status_code == 200, response.text
+    per_feature = httpx.post(f"{server.url}/v2/models/{model(server)[0]}/infer", json=json_request(rows))
+    assert response.json()["outputs"] == per_feature.json()["outputs"]
+
+
 def test_unknown_model_or_version_is_404(server: Server) -> None:
     name, _ = model(server)
     for method, path in [

@@ -133,3 +133,15 @@ def test_the_committed_stubs_are_generated_from_the_proto(tmp_path: Path) -> Non
     for name in ("inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py"):
         fresh = (proto.parent / name).read_text()
         assert fresh == (REPO_ROOT / "service" / "grpc" / name).read_text(), f"{name}: run make grpc-stubs"
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["contents", "raw"])
+def test_one_n_by_3_tensor_as_other_v2_clients_send(raw: bool) -> None:
+    message = pb.ModelInferRequest(model_name="crop_yield")
+    tensor = message.inputs.add(name="input-0", datatype="FP32", shape=[2, 3])
+    if raw:
+        message.raw_input_contents.append(np.ascontiguousarray(ROWS, "<f4").tobytes())
+    else:
+        tensor.contents.fp32_contents.extend(ROWS.ravel().tolist())
+    decoded, _ = codec.decode(message, max_rows=10)
+    np.testing.assert_array_equal(decoded.rows, ROWS)

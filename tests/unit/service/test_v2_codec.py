@@ -217,3 +217,51 @@ def _with(tensor_change: dict[str, Any], index: int = 0, **top: Any) -> dict[str
 )
 def test_anything_else_takes_the_general_path(document: dict[str, Any]) -> None:
     assert codec.small_request(document, MAX_ROWS) is None
+
+
+@pytest.mark.parametrize("nested", [True, False], ids=["nested", "flat"])
+def test_one_n_by_3_tensor_holds_every_feature_in_metadata_order(nested: bool) -> None:
+    data = ROWS.tolist() if nested else ROWS.ravel().tolist()
+    decoded = decode({"inputs": [tensor("input-0", data, [3, 3])]})
+    np.testing.assert_array_equal(decoded.rows, ROWS.astype(np.float32))
+    matrix = np.ascontiguousarray(ROWS, "<f4")
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [3, 3],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 36},
+                }
+            ]
+        }
+    ).encode()
+    np.testing.assert_array_equal(decode(header + matrix.tobytes(), len(header)).rows, matrix)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "fragment"),
+    [
+        (
+            [tensor("input-0", [1.0] * 6, [3, 2])],
+            "unknown input 'input-0'; the model's inputs are temperature",
+        ),
+        (
+            [tensor("input-0", [1.0] * 8, [3, 3])],
+            "shape says 3 rows of 3 (9 elements) but data holds 8 elements",
+        ),
+        (
+            [tensor("input-0", [73.0, -1.0, 43.0], [1, 3])],
+            "input 'rainfall': element 0 is -1 mm, below the minimum",
+        ),
+        (
+            [tensor("input-0", [1.0] * 3, [1, 3]), tensor("humidity", [1.0], [1])],
+            "or one [N, 3] tensor of them in that order",
+        ),
+    ],
+)
+def test_a_bad_n_by_3_tensor_is_refused_by_name(inputs: list[dict[str, object]], fragment: str) -> None:
+    with pytest.raises(codec.CodecError) as refused:
+        decode({"inputs": inputs})
+    assert fragment in str(refused.value)
