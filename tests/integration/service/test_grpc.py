@@ -9,15 +9,20 @@ tritonclient.grpc runs in a subprocess (test_tritonclient_grpc_calls_the_server)
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import httpx
 import numpy as np
+import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -410,3 +415,59 @@ def test_calls_are_counted_by_method_and_code_and_logged_with_their_request_id(s
     log = served.server.log.read_text()
     (line,) = [row for row in log.splitlines() if "grpc-call-42" in row]
     assert "answered INVALID_ARGUMENT: unknown input 'wind'" in line
+
+
+def test_workers_share_the_port_and_connections_reach_more_than_one(
+    trained_home: tuple[Path, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    with serving(trained_home, tmp_path, grpc_port=str(port), workers="2") as server:
+        deadline = time.monotonic() + 60  # /readyz answered: one worker is up, the other may not be
+        while len(_on_port(server, port, psutil.CONN_LISTEN)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # a connection of its own per channel (they share grpc's global subchannel pool otherwise)
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(16)]
+        try:
+            for channel in channels:
+                answer = rpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request())
+                assert len(outputs_of(answer)["apples"]) == len(ROWS)
+            holding = _on_port(server, port, psutil.CONN_ESTABLISHED)
+        finally:
+            for channel in channels:
+                channel.close()
+    assert len(holding) == 2, f"the 16 connections' calls were answered by {len(holding)} worker(s)"
+
+
+def _on_port(server: Server, port: int, status: str) -> set[int]:
+    """The server's processes with a socket in ``status`` on ``port``."""
+    return {
+        process.pid
+        for process in psutil.Process(server.process.pid).children(recursive=True)
+        for connection in process.net_connections(kind="tcp")
+        if connection.status == status and connection.laddr.port == port
+    }
+
+
+def test_sigterm_lets_an_in_flight_call_finish(trained_home: tuple[Path, str], tmp_path: Path) -> None:
+    port = free_port()
+    rows = (
+        np.random.default_rng(1).uniform([50, 20, 20], [110, 150, 90], size=(1_000_000, 3)).astype(np.float32)
+    )
+    with serving(trained_home, tmp_path, grpc_port=str(port)) as server:
+        options = [("grpc.max_receive_message_length", -1)]
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            stub = rpc.GRPCInferenceServiceStub(channel)
+            started = time.monotonic()
+            call = pool.submit(stub.ModelInfer, infer_request(rows))  # typed contents: about a second
+            time.sleep(0.2)
+            os.kill(server.process.pid, signal.SIGTERM)
+            signalled = time.monotonic() - started
+            answer = call.result(timeout=60)
+            answered = time.monotonic() - started
+            assert server.process.wait(30) == 0
+    assert answered > signalled, "the call must still be in flight when the signal arrives"
+    assert len(outputs_of(answer)["apples"]) == len(rows)
