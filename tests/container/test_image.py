@@ -69,13 +69,15 @@ def test_image_size_and_labels(image: str) -> None:
     info = json.loads(podman("image", "inspect", image).stdout)[0]
     size_gb = info["Size"] / 1e9
     print(f"image size: {size_gb:.2f} GB")
-    assert size_gb < 1.5
+    # CPU torch is most of it; the gRPC stack (grpcio, protobuf, health, reflection) took the
+    # image from just under 1.5 GB to 1.51 GB.
+    assert size_gb < 1.6
     labels = info["Config"]["Labels"]
     assert labels["org.opencontainers.image.version"] == "0.1.0"
     assert labels["org.opencontainers.image.source"]
     assert labels["io.crop-yield.model-tag"] == BAKED_TAG
     assert info["Config"]["User"] == "10001:10001"
-    assert "3000/tcp" in info["Config"]["ExposedPorts"]
+    assert {"3000/tcp", "8001/tcp"} <= set(info["Config"]["ExposedPorts"])
 
 
 def test_serves_correct_predictions(served: tuple[str, str], image: str, tmp_path: Path) -> None:
