@@ -41,7 +41,15 @@ def test_bursts_get_answers_and_memory_comes_back(
             only_answers_or_budgeted_refusals(result)
             assert result.statuses[200] >= 16, result.line()
             assert result.peak_mb < 0.75 * POD_LIMIT_MB, result.line()
-        assert second.rest_mb < first.rest_mb + 150, (first.line(), second.line())
+        # At rest means once the worker has handed memory back (a second after the last
+        # call, then a trim in a thread), which a loaded machine (CI runs the container tier
+        # beside this) can delay past the burst's 3 s settle: wait up to 30 s more.
+        deadline = time.monotonic() + 30
+        rest = second.rest_mb
+        while rest >= first.rest_mb + 150 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            rest = rss()
+        assert rest < first.rest_mb + 150, (first.line(), second.line(), f"rest {rest:,.0f} MiB")
         assert httpx.get(f"{server.url}/readyz").status_code == 200
 
 
