@@ -12,6 +12,9 @@ rows/s, ready in < 10 s, worker RSS < 500 MB.
 The Open Inference Protocol (issue 8), on the same service processes: single-row V2 JSON
 infer under the same wrk load (target: at least /predict's rate), and 100,000 rows as V2
 JSON (target >= 3,000,000 rows/s) and as binary tensors (target >= 3x /predict_columns).
+Over gRPC (issue 20; ``benchmarks/grpc_load.py``): single-row ModelInfer under h2load with
+as many connections as wrk's (target: at least the REST V2 route's rate), and 100,000 rows
+as raw contents (target: at least REST V2 binary's rows/s).
 Compare ratios: absolute numbers drift.
 """
 
@@ -33,6 +36,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks.grpc_load import bulk_raw_rows_per_s, framed_single_row, run_h2load
 from devtools.served import free_port, launch, stop, wait_ready, worker_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,8 +194,9 @@ def load_arguments(description: str | None) -> argparse.Namespace:
 
 def main() -> None:
     args = load_arguments(__doc__)
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk not found: apt-get install wrk")
+    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found: apt-get install {package}")
 
     with tempfile.TemporaryDirectory(prefix="service-bench-") as tmp:
         tmpdir = Path(tmp)
@@ -200,9 +205,11 @@ def main() -> None:
         single = wrk_script(tmpdir / "single.lua", SINGLE)
         hundred = wrk_script(tmpdir / "hundred.lua", {"inputs": SINGLE["inputs"] * 100})
         v2_single = wrk_script(tmpdir / "v2_single.lua", V2_SINGLE)
+        grpc_single = framed_single_row(tmpdir / "grpc_single.bin", SINGLE["inputs"][0])
         bodies = bulk_bodies()
+        bulk_rows = np.random.default_rng(0).uniform([50, 20, 20], [110, 150, 90], size=(BULK_ROWS, 3))
 
-        port = free_port()
+        port, grpc_port = free_port(), free_port()
         candidates = [
             ("baseline: FastAPI + uvicorn (uvloop, httptools)", baseline_command(port), {}),
             ("service, batching on", [sys.executable, "-m", "service"], {"CROP_YIELD_BATCHING": "true"}),
@@ -210,8 +217,15 @@ def main() -> None:
         ]
         rows = []
         v2_rows = []
+        grpc_rows = []
         for index, (name, command, extra) in enumerate(candidates):
-            server_env = {**env, **extra, "CROP_YIELD_PORT": str(port), "CROP_YIELD_HOST": "127.0.0.1"}
+            server_env = {
+                **env,
+                **extra,
+                "CROP_YIELD_PORT": str(port),
+                "CROP_YIELD_GRPC_PORT": str(grpc_port),
+                "CROP_YIELD_HOST": "127.0.0.1",
+            }
             server = start(name, command, server_env, port)
             try:
                 one = run_wrk(server.url, single, args.connections, args.duration)
@@ -222,6 +236,13 @@ def main() -> None:
                     v2_json = bulk_rows_per_s(server.url, *bodies["v2_json"])
                     v2_binary = bulk_rows_per_s(server.url, *bodies["v2_binary"])
                     v2_rows.append((name, one, v2_one, bulk, v2_json, v2_binary))
+                    log = tmpdir / "h2load.tsv"
+                    grpc_one = run_h2load(
+                        server.url, grpc_port, grpc_single, args.connections, args.duration, log
+                    )
+                    grpc_rows.append(
+                        (name, v2_one, grpc_one, v2_binary, bulk_raw_rows_per_s(grpc_port, bulk_rows))
+                    )
                 rss = worker_rss_mb(server.process)
             finally:
                 stop(server.process)
@@ -254,6 +275,17 @@ def main() -> None:
             f"| {name} | {one.rps:,.0f} | {v2_one.rps:,.0f} | {v2_one.rps / one.rps:.2f}x "
             f"| {v2_one.p99_ms:.2f} ms | {v2_one.non_2xx + v2_one.errors} | {columns:,.0f} | {v2_json:,.0f} "
             f"| {v2_binary:,.0f} | {v2_binary / columns:.2f}x |"
+        )
+    print("\nOpen Inference Protocol over gRPC, same processes (h2load -m1, as many connections as wrk's)\n")
+    print(
+        "| server | V2 JSON 1-row req/s | gRPC 1-row calls/s | gRPC/V2 | gRPC p50 | gRPC p99 "
+        "| gRPC not OK | 100k V2 binary rows/s | 100k gRPC raw rows/s | raw/binary |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, v2_one, (rate, p50, p99, failed), v2_binary, raw in grpc_rows:
+        print(
+            f"| {name} | {v2_one.rps:,.0f} | {rate:,.0f} | {rate / v2_one.rps:.2f}x | {p50:.2f} ms "
+            f"| {p99:.2f} ms | {failed} | {v2_binary:,.0f} | {raw:,.0f} | {raw / v2_binary:.2f}x |"
         )
 
 

@@ -28,12 +28,12 @@ from service.docs.document import Deployment, docs_page, present
 from service.docs.openapi import patch_spec
 from service.grpc.server import GrpcServer
 from service.http import paths
-from service.http.admission import MemoryBudget
 from service.http.guards import BearerAuth, JsonOnly, UnroutableV2Paths
 from service.http.hot_paths import HotPaths
 from service.http.request_metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
 from service.http.traffic import RequestContext, RequestGate
 from service.inference import preflight
+from service.inference.admission import MemoryBudget, Slots
 from service.inference.dataplane import DataPlane
 from service.inference.device import resolve_device, wants_gpu
 from service.inference.model import LinearModel, ModelLoadError, missing_model_message
@@ -66,6 +66,8 @@ logs.configure(settings.log_format)
 
 # Empty until the worker loads the model (CropYieldService.__init__): building it is cheap.
 plane = DataPlane(settings)
+# Admission, one of each per worker for HTTP and gRPC alike (service.inference.admission).
+slots = Slots(math.ceil(settings.max_concurrency / settings.workers))
 # Unlimited until the worker has started and knows its resting memory (_start_runtime).
 memory_budget = MemoryBudget(None, settings.memory_wait)
 
@@ -129,7 +131,13 @@ class CropYieldService:
             token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
             address = f"{settings.host}:{settings.grpc_port}"
             self._grpc = GrpcServer(
-                self.plane, address, settings.max_body_bytes, token, settings.request_timeout
+                self.plane,
+                address,
+                settings.max_body_bytes,
+                slots,
+                memory_budget,
+                token,
+                settings.request_timeout,
             )
             await self._grpc.start()
 
@@ -185,7 +193,7 @@ _service.add_asgi_middleware(
     body_timeout=settings.body_timeout,
     min_rate=settings.body_min_rate,
     rate_grace=settings.body_rate_grace,
-    max_concurrency=math.ceil(settings.max_concurrency / settings.workers),
+    slots=slots,
     exempt=paths.is_probe,
     budget=memory_budget,
 )

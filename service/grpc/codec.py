@@ -63,7 +63,7 @@ def decode(request: pb.ModelInferRequest, max_rows: int) -> tuple[InferRequest, 
         )
     inputs = []
     for i, tensor in enumerate(request.inputs):
-        document: dict[str, Any] = {
+        described: dict[str, Any] = {
             "name": tensor.name,
             "datatype": tensor.datatype,
             "shape": list(tensor.shape),
@@ -76,12 +76,14 @@ def decode(request: pb.ModelInferRequest, max_rows: int) -> tuple[InferRequest, 
                 )
             tensor_parameters["binary_data_size"] = len(raw[i])
         else:
-            document["data"] = _contents(tensor)
+            described["data"] = _contents(tensor)
         if tensor_parameters:
-            document["parameters"] = tensor_parameters
-        inputs.append(document)
+            described["parameters"] = tensor_parameters
+        inputs.append(described)
     request_parameters = parameters(request.parameters)
-    document = {"inputs": inputs, "parameters": request_parameters}
+    document: dict[str, Any] = {"inputs": inputs}
+    if request_parameters:  # else the REST codec's fast path for small plain requests applies
+        document["parameters"] = request_parameters
     if request.id:
         document["id"] = request.id
     if request.outputs:

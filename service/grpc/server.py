@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -24,47 +24,45 @@ from grpc_reflection.v1alpha import reflection
 
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
-from service.grpc.observe import CallObserver
+from service.grpc.admission import Admission
+from service.grpc.calls import Behaviour
+from service.grpc.observe import observed
 from service.grpc.servicer import InferenceServicer
+from service.inference.admission import MemoryBudget, Slots
 from service.inference.dataplane import Plane
 
 log = logging.getLogger("crop_yield.grpc")
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-"""Health checks and reflection need no token, like the HTTP probes."""
 READY_POLL_S = 0.2
 
 
-class BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """``authorization: Bearer <token>`` metadata on the inference RPCs (constant-time compare)."""
+def authenticated(behaviour: Behaviour, token: str) -> Behaviour:
+    """``authorization: Bearer <token>`` metadata required (constant-time compare)."""
+    expected = f"Bearer {token}".encode()
 
-    def __init__(self, token: str) -> None:
-        self.expected = f"Bearer {token}".encode()
+    async def check(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        sent = next((str(v) for k, v in context.invocation_metadata() or () if k == "authorization"), "")
+        if not hmac.compare_digest(sent.encode(), expected):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)"
+            )
+        return await behaviour(request, context)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        if details.method.startswith(OPEN_METHODS):
-            return await continuation(details)
-        sent = dict(details.invocation_metadata or ()).get("authorization", "")
-        if hmac.compare_digest(str(sent).encode(), self.expected):
-            return await continuation(details)
-        return _refuse_unauthenticated(await continuation(details))
+    return check
 
 
-def _refuse_unauthenticated(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(
-            grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)"
-        )
-
-    return grpc.unary_unary_rpc_method_handler(
-        refuse,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+def guarded_servicer(
+    servicer: rpc.GRPCInferenceServiceServicer, admission: Admission, token: str | None, timeout: float
+) -> Any:
+    """The servicer's RPCs, each behind ``service.grpc.calls``'s layers (composed once)."""
+    guarded = SimpleNamespace()
+    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        behaviour: Behaviour = getattr(servicer, method.name)
+        behaviour = admission.wrap(behaviour, method.name)
+        if token:
+            behaviour = authenticated(behaviour, token)
+        setattr(guarded, method.name, observed(behaviour, INFERENCE_SERVICE, method.name, timeout))
+    return guarded
 
 
 class GrpcServer:
@@ -73,10 +71,13 @@ class GrpcServer:
         plane: Plane,
         address: str,
         max_message_bytes: int,
+        slots: Slots,
+        budget: MemoryBudget,
         auth_token: str | None = None,
         timeout: float = 30.0,
     ) -> None:
         self.plane = plane
+        self.admission = Admission(slots, budget)
         self.timeout = timeout
         self.address = address
         self.max_message_bytes = max_message_bytes
@@ -89,18 +90,17 @@ class GrpcServer:
     async def start(self) -> int:
         """Listen and serve; the bound port."""
         server = grpc.aio.server(
-            # outermost first: refused calls are counted too
-            interceptors=[
-                CallObserver(self.timeout),
-                *([BearerAuth(self.auth_token)] if self.auth_token else []),
-            ],
             options=[
                 ("grpc.so_reuseport", 1),
                 ("grpc.max_receive_message_length", self.max_message_bytes),
                 ("grpc.max_send_message_length", -1),
             ],
         )
-        rpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.plane), server)  # type: ignore[no-untyped-call]
+        # health checking and reflection stay open (no token, no slot), like the HTTP probes
+        servicer = guarded_servicer(
+            InferenceServicer(self.plane), self.admission, self.auth_token, self.timeout
+        )
+        rpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)

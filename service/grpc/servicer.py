@@ -18,6 +18,7 @@ import grpc
 from service.grpc import codec
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
+from service.grpc.admission import RETRY_PUSHBACK
 from service.inference.dataplane import Plane
 from service.inference.errors import DataPlaneError
 from service.v2 import served
@@ -51,7 +52,8 @@ class InferenceServicer(rpc.GRPCInferenceServiceServicer):
         except DataPlaneError as exc:
             code, message = STATUS_OF_KIND.get(exc.kind, grpc.StatusCode.INTERNAL), str(exc)
         log.info("answered %s: %s", code.name, message)  # one line, with the call's request id
-        await context.abort(code, message)
+        retry = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        await context.abort(code, message, trailing_metadata=RETRY_PUSHBACK if retry else ())
         raise AssertionError("abort() raises")  # pragma: no cover
 
     async def ServerLive(

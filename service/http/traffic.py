@@ -23,12 +23,15 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from service.http import errors
-from service.http.admission import BUDGETED_FROM, COST_PER_BODY_BYTE, MemoryBudget
 from service.http.asgi import ASGIApp, Message, Receive, Scope, Send, header
 from service.http.errors import send_error
 from service.observability.context import REQUEST_ID, ROUTE
+
+if TYPE_CHECKING:  # the worker's admission objects are handed in (service.inference.admission)
+    from service.inference.admission import MemoryBudget, Slots
 
 SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 """A client's X-Request-ID is kept when it is 1 to 128 printable ASCII characters, no spaces."""
@@ -93,8 +96,8 @@ class _TooSlowError(Exception):
 
 
 class RequestGate:
-    """Receive the whole body first (at most ``max_bytes``), then take one of
-    ``max_concurrency`` slots for the rest of the request.
+    """Receive the whole body first (at most ``max_bytes``), then take one of the worker's
+    ``slots`` (shared with gRPC, ``service.inference.admission``) for the rest of the request.
 
     How slow a body may be is measured as the standard defences do (nginx's
     ``client_body_timeout``, Apache's ``mod_reqtimeout``), not as one deadline for the whole
@@ -105,7 +108,7 @@ class RequestGate:
     slot is taken. Paths where ``exempt(path)`` (probes, metrics) take no slot. One event
     loop per worker, so a plain counter is the semaphore.
 
-    Bulk bodies also reserve their memory cost from ``budget`` (``service.http.admission``)
+    Bulk bodies also reserve their memory cost from ``budget`` (``service.inference.admission``)
     before they are read (when Content-Length says their size; after, for chunked ones):
     503 with Retry-After when the budget stays taken.
     """
@@ -115,7 +118,7 @@ class RequestGate:
         app: ASGIApp,
         max_bytes: int,
         body_timeout: float,
-        max_concurrency: int,
+        slots: Slots,
         exempt: Callable[[str], bool],
         min_rate: float = 0,
         rate_grace: float = 0,
@@ -127,9 +130,8 @@ class RequestGate:
         self.body_timeout = body_timeout
         self.min_rate = min_rate
         self.rate_grace = rate_grace
-        self.max_concurrency = max_concurrency
+        self.slots = slots
         self.exempt = exempt
-        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -159,9 +161,8 @@ class RequestGate:
     async def _reserve(self, scope: Scope, send: Send, size: int) -> int:
         """The memory cost reserved for a body of ``size`` bytes (0: not budgeted); -1 when
         refused (answered 503)."""
-        if self.budget is None or size < BUDGETED_FROM:
+        if self.budget is None or not (cost := self.budget.cost_of(size)):
             return 0
-        cost = size * COST_PER_BODY_BYTE
         if await self.budget.reserve(cost):
             return cost
         log.info("answered 503: no memory budget for a %d-byte body", size, extra={"status": 503})
@@ -189,22 +190,22 @@ class RequestGate:
         if self.exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_concurrency:
-            log.info("answered 429: %d requests in progress", self.in_flight, extra={"status": 429})
+        if not self.slots.take():
+            busy = self.slots.in_flight
+            log.info("answered 429: %d requests in progress", busy, extra={"status": 429})
             await send_error(
                 send,
                 scope,
                 errors.TOO_MANY_REQUESTS,
                 [],
-                f"{self.in_flight} requests are in progress (CROP_YIELD_MAX_CONCURRENCY); "
+                f"{busy} requests are in progress (CROP_YIELD_MAX_CONCURRENCY); "
                 "retry after the Retry-After seconds",
             )
             return
-        self.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self.slots.give_back()
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []

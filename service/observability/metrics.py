@@ -60,7 +60,7 @@ def memory_budget() -> Any:
 
     return Gauge(
         "crop_yield_memory_budget_bytes",
-        "Memory each worker admits bulk requests against (service.http.admission); 0: no budget",
+        "Memory each worker admits bulk requests against (service.inference.admission); 0: no budget",
         multiprocess_mode="max",
     )
 

@@ -8,6 +8,7 @@ tritonclient.grpc runs in a subprocess (test_tritonclient_grpc_calls_the_server)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from devtools import grpc_requests
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
 from tests.integration.conftest import Server, free_port, serving
@@ -54,15 +56,7 @@ def served(trained_home: tuple[Path, str], tmp_path_factory: pytest.TempPathFact
 
 
 def infer_request(rows: np.ndarray = ROWS, raw: bool = False, **extra: object) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name="crop_yield", **extra)  # type: ignore[arg-type]
-    for j, name in enumerate(FEATURES):
-        tensor = request.inputs.add(name=name, datatype="FP32", shape=[len(rows)])
-        column = np.ascontiguousarray(rows[:, j], dtype="<f4")
-        if raw:
-            request.raw_input_contents.append(column.tobytes())
-        else:
-            tensor.contents.fp32_contents.extend(column.tolist())
-    return request
+    return grpc_requests.infer_request(rows, raw, **extra)
 
 
 def outputs_of(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
@@ -149,6 +143,40 @@ def test_infer_answers_as_the_rest_route(served: Served, raw: bool) -> None:
     assert set(got) == {"apples", "oranges"}
     for name in got:
         np.testing.assert_array_equal(got[name].astype(np.float32), expected[name].astype(np.float32))
+
+
+CALLERS = 200
+
+
+def test_concurrent_callers_each_get_their_own_rows(served: Served) -> None:
+    """200 calls in flight at once over 8 connections, one to three rows each, every row
+    different: the batcher merges them into shared model calls and must hand every caller
+    back its own rows, in order."""
+    grid = np.random.default_rng(7).uniform([50, 20, 20], [110, 150, 90], size=(CALLERS * 3, 3))
+    rows = grid.astype(np.float32)
+    sizes = [1 + i % 3 for i in range(CALLERS)]
+    starts = np.cumsum([0, *sizes])
+    expected = rest_v2(served, rows[: starts[-1]])
+
+    async def call_all() -> list[dict[str, np.ndarray]]:
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        channels = [grpc.aio.insecure_channel(served.address, options=options) for _ in range(8)]
+        try:
+            stubs = [rpc.GRPCInferenceServiceStub(c) for c in channels]  # type: ignore[no-untyped-call]
+            calls = [
+                stubs[i % 8].ModelInfer(infer_request(rows[starts[i] : starts[i + 1]], raw=i % 2 == 1))
+                for i in range(CALLERS)
+            ]
+            return [outputs_of(answer) for answer in await asyncio.gather(*calls)]
+        finally:
+            for channel in channels:
+                await channel.close()
+
+    answers = asyncio.run(call_all())
+    for i, answer in enumerate(answers):
+        mine = slice(starts[i], starts[i + 1])
+        for name in ("apples", "oranges"):
+            np.testing.assert_allclose(answer[name], expected[name][mine], rtol=1e-6, err_msg=f"caller {i}")
 
 
 def test_one_n_by_3_tensor_as_kserve_clients_send(served: Served) -> None:

@@ -1,4 +1,4 @@
-"""Memory admission (service.http.admission) and the memory policy it draws on
+"""Memory admission (service.inference.admission) and the memory policy it draws on
 (service.observability.runtime), in-process. Bursts against a served process are in
 tests/integration/service/test_bursts.py."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.http import admission
-from service.http.admission import BUDGETED_FROM, MemoryBudget
+from service.inference import admission
+from service.inference.admission import BUDGETED_FROM, MemoryBudget
 from service.observability import runtime
 from tests.unit.service.test_guards import call, gate
 

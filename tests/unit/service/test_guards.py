@@ -16,6 +16,7 @@ from service.http.asgi import Message, Receive, Scope, Send
 from service.http.guards import BearerAuth, JsonOnly, UnroutableV2Paths
 from service.http.paths import is_probe, is_protected
 from service.http.traffic import RequestContext, RequestGate
+from service.inference.admission import Slots
 from service.observability.context import REQUEST_ID
 
 
@@ -58,7 +59,7 @@ def call(
 
 
 def gate(**overrides: Any) -> RequestGate:
-    options = {"max_bytes": 100, "body_timeout": 0.2, "max_concurrency": 2, "exempt": is_probe, **overrides}
+    options = {"max_bytes": 100, "body_timeout": 0.2, "slots": Slots(2), "exempt": is_probe, **overrides}
     return RequestGate(ok_app, **options)
 
 
@@ -109,7 +110,7 @@ def test_the_gate_refuses_above_its_slots_with_retry_after_and_exempts_probes() 
         await ok_app(scope, receive, send)
 
     async def scenario() -> list[int]:
-        guarded = RequestGate(slow, max_bytes=100, body_timeout=1, max_concurrency=2, exempt=is_probe)
+        guarded = RequestGate(slow, max_bytes=100, body_timeout=1, slots=Slots(2), exempt=is_probe)
         statuses: list[int] = []
 
         async def one(path: str) -> None:

@@ -1,13 +1,24 @@
-"""Memory admission: bulk requests are admitted by what they cost in memory, not by count.
+"""Admission, shared by every front end of a worker (HTTP and gRPC): how many requests may
+be in progress (``Slots``), and how much memory bulk requests may hold (``MemoryBudget``).
+
+Slots: ``CROP_YIELD_MAX_CONCURRENCY`` shared out among the workers, and within a worker
+one count for both transports, so a gRPC client cannot take what the limit keeps for HTTP
+ones or the other way round. One event loop per worker, so a plain counter is the
+semaphore; a request past the limit is refused at once (429, RESOURCE_EXHAUSTED), not
+queued, so clients back off instead of piling up behind the deadline.
+
+Memory: bulk requests are admitted by what they cost in memory, not by count.
 
 A 1,000,000-row call holds its body, the parsed columns, the predictions and the encoded
 answer at once: hundreds of MiB (``COST_PER_BODY_BYTE``, measured with
 ``make bench-bursts``). Enough of them at once exceed the container's memory limit, and the
 kernel then kills the worker with every client's request in it. So each worker has a budget
 (``budget_bytes``, from ``service.observability.runtime.memory_budget``) and a request whose
-body is at least ``BUDGETED_FROM`` bytes reserves its estimated cost before its body is read
-(the client's upload waits meanwhile, its bytes held by TCP, not by the worker). Reservations
-wait in arrival order for up to ``wait_s``; past that the answer is 503 with Retry-After.
+body is at least ``BUDGETED_FROM`` bytes reserves its estimated cost: over HTTP before its
+body is read (the client's upload waits meanwhile, its bytes held by TCP, not by the
+worker), over gRPC once grpcio has read the message. Reservations
+wait in arrival order for up to ``wait_s``; past that the answer is 503 with Retry-After
+(RESOURCE_EXHAUSTED over gRPC).
 A request is always admitted when no other holds any budget, so one call larger than the
 budget still runs alone. Small requests never touch the budget.
 
@@ -35,6 +46,24 @@ COST_PER_BODY_BYTE = 10
 binary tensors alike; rounded up."""
 
 
+class Slots:
+    """At most ``limit`` requests in progress at once in this worker."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    def take(self) -> bool:
+        """One slot, or False when every slot is taken."""
+        if self.in_flight >= self.limit:
+            return False
+        self.in_flight += 1
+        return True
+
+    def give_back(self) -> None:
+        self.in_flight -= 1
+
+
 class MemoryBudget:
     """Reservations against ``budget_bytes`` (``None``: unlimited) within one event loop."""
 
@@ -44,6 +73,11 @@ class MemoryBudget:
         self.reserved = 0
         self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._trim: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def cost_of(body_bytes: int) -> int:
+        """The memory a request of ``body_bytes`` reserves; 0 (not budgeted) below ``BUDGETED_FROM``."""
+        return body_bytes * COST_PER_BODY_BYTE if body_bytes >= BUDGETED_FROM else 0
 
     def _fits(self, cost: int) -> bool:
         return self.reserved == 0 or self.budget_bytes is None or self.reserved + cost <= self.budget_bytes

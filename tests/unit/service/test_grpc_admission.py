@@ -1,0 +1,156 @@
+"""gRPC admission (service.grpc.admission) in one event loop with a real grpc.aio server on
+localhost, its RPCs guarded as the worker's are (service.grpc.server.guarded_servicer):
+the worker's slots, shared with the HTTP gate, and its memory budget. The
+servicer here holds ModelInfer until released, so calls in progress are under the test's
+control; the real servicer is exercised against a served process (test_grpc.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+import pytest
+
+from service.grpc import inference_pb2 as pb
+from service.grpc import inference_pb2_grpc as rpc
+from service.grpc.admission import Admission
+from service.grpc.server import guarded_servicer
+from service.http.asgi import Message, Scope
+from service.http.paths import is_probe
+from service.http.traffic import RequestGate
+from service.inference.admission import BUDGETED_FROM, MemoryBudget, Slots
+
+
+class Held(rpc.GRPCInferenceServiceServicer):
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started = 0
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        self.started += 1
+        await self.release.wait()
+        return pb.ModelInferResponse(model_name=request.model_name)
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+
+@asynccontextmanager
+async def serving(
+    slots: Slots, budget: MemoryBudget
+) -> AsyncIterator[tuple[rpc.GRPCInferenceServiceStub, Held]]:
+    held = Held()
+    server = grpc.aio.server()
+    guarded = guarded_servicer(held, Admission(slots, budget), None, timeout=30)
+    rpc.add_GRPCInferenceServiceServicer_to_server(guarded, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield rpc.GRPCInferenceServiceStub(channel), held  # type: ignore[no-untyped-call]
+    finally:
+        held.release.set()
+        await server.stop(None)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def refusal(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call
+    return refused.value
+
+
+def test_calls_past_the_slots_are_refused_with_a_pushback_and_probes_take_none() -> None:
+    async def scenario() -> None:
+        slots = Slots(2)
+        async with serving(slots, MemoryBudget(None, 1)) as (stub, held):
+            first = [
+                asyncio.ensure_future(stub.ModelInfer(pb.ModelInferRequest(model_name="m"))) for _ in range(2)
+            ]
+            await until(lambda: held.started == 2)
+            error = await refusal(stub.ModelInfer(pb.ModelInferRequest(model_name="m")))
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "2 requests are in progress (CROP_YIELD_MAX_CONCURRENCY)" in (error.details() or "")
+            assert ("grpc-retry-pushback-ms", "1000") in tuple(error.trailing_metadata() or ())
+            assert (await stub.ServerLive(pb.ServerLiveRequest())).live  # a probe: no slot
+            held.release.set()
+            assert [a.model_name for a in await asyncio.gather(*first)] == ["m", "m"]
+            assert slots.in_flight == 0
+            assert (await stub.ModelInfer(pb.ModelInferRequest(model_name="m"))).model_name == "m"
+
+    asyncio.run(scenario())
+
+
+def test_http_and_grpc_take_from_the_same_slots() -> None:
+    async def scenario() -> None:
+        slots = Slots(1)
+        http_release = asyncio.Event()
+
+        async def slow_app(scope: Scope, receive: Any, send: Any) -> None:
+            await http_release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        gate = RequestGate(slow_app, max_bytes=100, body_timeout=1, slots=slots, exempt=is_probe)
+
+        async def http_call() -> int:
+            sent: list[Message] = []
+
+            async def receive() -> Message:
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+
+            async def send(message: Message) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+            await gate(scope, receive, send)
+            return int(sent[0]["status"])
+
+        async with serving(slots, MemoryBudget(None, 1)) as (stub, held):
+            http = asyncio.ensure_future(http_call())
+            await until(lambda: slots.in_flight == 1)
+            error = await refusal(stub.ModelInfer(pb.ModelInferRequest(model_name="m")))
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            http_release.set()
+            assert await http == 200
+
+            grpc_call = asyncio.ensure_future(stub.ModelInfer(pb.ModelInferRequest(model_name="m")))
+            await until(lambda: held.started == 1)
+            assert await http_call() == 429  # the gRPC call holds the only slot
+            held.release.set()
+            await grpc_call
+            assert slots.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_large_messages_reserve_memory_and_wait_for_it() -> None:
+    async def scenario() -> None:
+        budget = MemoryBudget(budget_bytes=BUDGETED_FROM, wait_s=0.2)
+        bulk = pb.ModelInferRequest(model_name="m", raw_input_contents=[b"\0" * BUDGETED_FROM])
+        async with serving(Slots(8), budget) as (stub, held):
+            assert await budget.reserve(1)  # another bulk call holds the budget
+            error = await refusal(stub.ModelInfer(bulk))
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert f"a {bulk.ByteSize()}-byte message waited 0.2 s (CROP_YIELD_MEMORY_WAIT)" in (
+                error.details() or ""
+            )
+            small = asyncio.ensure_future(stub.ModelInfer(pb.ModelInferRequest(model_name="m")))
+            await until(lambda: held.started == 1)  # small messages are not budgeted
+            budget.release(1)
+            waiting = asyncio.ensure_future(stub.ModelInfer(bulk))
+            await until(lambda: held.started == 2)
+            assert budget.reserved == budget.cost_of(bulk.ByteSize())
+            held.release.set()
+            await asyncio.gather(small, waiting)
+            assert budget.reserved == 0
+
+    asyncio.run(scenario())
