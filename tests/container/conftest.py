@@ -10,8 +10,13 @@ import os
 import subprocess
 from typing import Any
 
+import grpc
+import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from devtools.grpc_requests import infer_request
+from service.grpc import inference_pb2_grpc as rpc
 from tests.helpers import REPO_ROOT, require_tool
 
 IMAGE = "localhost/crop-yield:test"
@@ -46,3 +51,16 @@ def build_image(tag: str, **env: str) -> str:
 @pytest.fixture(scope="session")
 def image() -> str:
     return build_image(IMAGE)
+
+
+def answers_grpc(address: str) -> None:
+    """The gRPC port at ``address`` reports SERVING and predicts the README's region."""
+    with grpc.insecure_channel(address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        answer = rpc.GRPCInferenceServiceStub(channel).ModelInfer(  # type: ignore[no-untyped-call]
+            infer_request(np.array([[75.0, 63.0, 44.0]])), timeout=10
+        )
+    apples = next(t for t in answer.outputs if t.name == "apples")
+    assert apples.contents.fp32_contents[0] == pytest.approx(53.80, abs=0.05)

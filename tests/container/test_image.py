@@ -1,4 +1,4 @@
-"""The built image: size, labels, non-root, read-only root, healthcheck, SIGTERM, model choice."""
+"""The built image: size, labels, gRPC, non-root, read-only root, healthcheck, SIGTERM, model choice."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from safetensors.numpy import load_file
 
 from contract import __version__
 from devtools.bursts import bulk_bodies, fire
-from tests.container.conftest import podman
+from tests.container.conftest import answers_grpc, podman
 from tests.helpers import run_training_cli
 from tests.integration.conftest import free_port
 
@@ -53,7 +53,7 @@ def run_container(image: str, name: str, *extra: str) -> str:
 @pytest.fixture(scope="module")
 def served(image: str) -> Iterator[tuple[str, str]]:
     name = "crop-yield-test"
-    url = run_container(image, name)
+    url = run_container(image, name, "-p", "127.0.0.1::8001")  # gRPC on any free host port
     yield name, url
     podman("rm", "--force", name, check=False)
 
@@ -95,6 +95,11 @@ def test_serves_correct_predictions(served: tuple[str, str], image: str, tmp_pat
         got, rows @ weights["weight"].T.astype(np.float64) + weights["bias"], atol=1e-4
     )
     assert got[0] == pytest.approx([53.80, 66.81], abs=0.05)
+
+
+def test_answers_grpc(served: tuple[str, str]) -> None:
+    name, _ = served
+    answers_grpc(podman("port", name, "8001/tcp").stdout.strip())
 
 
 def test_runs_as_non_root_on_a_read_only_root(served: tuple[str, str]) -> None:

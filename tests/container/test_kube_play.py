@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.container.conftest import podman
+from tests.container.conftest import answers_grpc, podman
 from tests.helpers import REPO_ROOT
 from tests.integration.conftest import free_port
 
@@ -34,13 +34,15 @@ def rendered(overlay: str, kind: str) -> dict[str, Any]:
     return result
 
 
-def local_deployment(image: str, port: int) -> dict[str, Any]:
+def local_deployment(image: str, port: int, grpc_port: int) -> dict[str, Any]:
     deployment = rendered("overlays/cpu", "Deployment")
     deployment["spec"]["replicas"] = 1
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     container["image"] = image
     container["imagePullPolicy"] = "Never"
-    container["ports"][0].update(hostPort=port, hostIP="127.0.0.1")
+    http, grpc = container["ports"]
+    http.update(hostPort=port, hostIP="127.0.0.1")
+    grpc.update(hostPort=grpc_port, hostIP="127.0.0.1")
     result: dict[str, Any] = deployment
     return result
 
@@ -69,13 +71,15 @@ def played(manifest: Path, document: dict[str, Any], ready_path: str, port: int)
 
 
 def test_kube_play_runs_the_deployment(image: str, tmp_path: Path) -> None:
-    port = free_port()
-    with played(tmp_path / "deployment.yaml", local_deployment(image, port), "/readyz", port) as url:
+    port, grpc_port = free_port(), free_port()
+    deployment = local_deployment(image, port, grpc_port)
+    with played(tmp_path / "deployment.yaml", deployment, "/readyz", port) as url:
         response = httpx.post(
             f"{url}/predict", json={"inputs": [{"temperature": 75, "rainfall": 63, "humidity": 44}]}
         )
         assert response.status_code == 200, response.text
         assert response.json()["predictions"][0]["apples"] == pytest.approx(53.80, abs=0.05)
+        answers_grpc(f"127.0.0.1:{grpc_port}")
 
         names = podman("ps", "--filter", "label=app.kubernetes.io/name=crop-yield", "--format", "{{.Names}}")
         (name,) = [n for n in names.stdout.split() if "infra" not in n]
@@ -87,14 +91,16 @@ def test_kube_play_runs_the_deployment(image: str, tmp_path: Path) -> None:
         assert podman("exec", name, "touch", "/tmp/writable").returncode == 0
 
 
-def local_kserve_pod(image: str, port: int) -> dict[str, Any]:
+def local_kserve_pod(image: str, port: int, grpc_port: int) -> dict[str, Any]:
     """The KServe predictor of the rendered InferenceService, as the Pod KServe would create."""
     isvc = rendered("kserve/cpu", "InferenceService")
     spec = {k: v for k, v in isvc["spec"]["predictor"].items() if k not in ("minReplicas", "maxReplicas")}
     (container,) = spec["containers"]
     container["image"] = image
     container["imagePullPolicy"] = "Never"
-    container["ports"][0].update(hostPort=port, hostIP="127.0.0.1")
+    http, grpc = container["ports"]
+    http.update(hostPort=port, hostIP="127.0.0.1")
+    grpc.update(hostPort=grpc_port, hostIP="127.0.0.1")
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -107,8 +113,8 @@ def local_kserve_pod(image: str, port: int) -> dict[str, Any]:
 
 
 def test_kube_play_runs_the_kserve_predictor(image: str, tmp_path: Path) -> None:
-    port = free_port()
-    pod = local_kserve_pod(image, port)
+    port, grpc_port = free_port(), free_port()
+    pod = local_kserve_pod(image, port, grpc_port)
     with played(tmp_path / "predictor.yaml", pod, "/v2/health/ready", port) as url:
         assert httpx.get(f"{url}/v2/health/live").json() == {"live": True}
         body = {
@@ -121,3 +127,4 @@ def test_kube_play_runs_the_kserve_predictor(image: str, tmp_path: Path) -> None
         assert response.status_code == 200, response.text
         apples = next(o for o in response.json()["outputs"] if o["name"] == "apples")
         assert apples["data"][0] == pytest.approx(53.80, abs=0.05)
+        answers_grpc(f"127.0.0.1:{grpc_port}")

@@ -110,9 +110,13 @@ def test_custom_predictor_speaks_v2(rendered: tuple[str, dict[str, dict[str, Any
     c = container(objs)
     assert c["name"] == "kserve-container"
     assert env(objs)["PROTOCOL"] == "v2"
-    (port,) = c["ports"]
-    assert port["containerPort"] == int(env(objs)["CROP_YIELD_PORT"])
-    assert port["name"] in ("http1", "h2c")  # the names Knative accepts
+    http, grpc = c["ports"]
+    assert (http["name"], http["containerPort"]) == ("http1", int(env(objs)["CROP_YIELD_PORT"]))
+    # gRPC: the port name KServe and Knative read as cleartext HTTP/2
+    assert (grpc["name"], grpc["containerPort"]) == ("h2c", int(env(objs)["CROP_YIELD_GRPC_PORT"]))
+    assert objs["InferenceService"]["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == (
+        "RawDeployment"  # one Service port per container port; Knative would route only one
+    )
 
 
 def test_probes_use_existing_v2_health_routes_on_the_container_port(

@@ -38,7 +38,7 @@ def test_promtool_check_rules() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 11 rules found" in result.stdout
+    assert "SUCCESS: 16 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_cover_every_alert() -> None:
@@ -158,6 +158,9 @@ def test_grafana_dashboard_structure() -> None:
         "rows predicted",
         "batch size",
         "outside the training range",
+        "grpc calls per second",
+        "grpc error ratio",
+        "grpc modelinfer latency",
     ):
         assert topic in titles, topic
     assert "model version per pod" in titles

@@ -25,6 +25,7 @@ class Server:
     tag: str
     process: subprocess.Popen[bytes]
     log: Path
+    grpc_port: int
 
 
 def start_service(home: Path, log: Path, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -45,9 +46,10 @@ def serving(trained: tuple[Path, str], where: Path, **settings: str) -> Iterator
     """A served process of the trained store with CROP_YIELD_* settings, its log in ``where``."""
     home, tag = trained
     log = where / "service.log"
+    settings.setdefault("grpc_port", str(free_port()))
     process, url = start_service(home, log, **settings)
     try:
-        yield Server(url, home, tag, process, log)
+        yield Server(url, home, tag, process, log, int(settings["grpc_port"]))
     finally:
         stop_service(process)
 

@@ -1,7 +1,8 @@
 """A real Prometheus (Debian's ``prometheus``, on loopback) scraping a served process with the
 rules of ``deploy/monitoring/rules.yml``: the service's and BentoML's metrics arrive, every
-recording rule produces values, the out-of-training-range alert fires, and every PromQL
-expression of the Grafana dashboard is accepted (the core panels return data).
+recording rule produces values, the out-of-training-range alert fires (and the gRPC error
+alert does not, on client errors), and every PromQL expression of the Grafana dashboard is
+accepted (the core panels return data).
 
 The rules are loaded as written, except that alerts wait ``for`` 0 s instead of minutes
 (``promtool test rules`` covers the waiting, in ``tests/deploy/test_monitoring_files.py``).
@@ -15,10 +16,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
+import numpy as np
 import pytest
 import yaml
 
+from devtools.grpc_requests import infer_request
+from service.grpc import inference_pb2_grpc as rpc
 from tests.helpers import REPO_ROOT, require_tool
 from tests.integration.conftest import Server, free_port, launch, serving
 
@@ -27,6 +32,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MONITORING = REPO_ROOT / "deploy" / "monitoring"
 IN_RANGE = {"temperature": 80.0, "rainfall": 90.0, "humidity": 50.0}
 HUMID = {"temperature": 80.0, "rainfall": 90.0, "humidity": 95.0}  # trained on 36..71 %
+GRPC_ROWS = np.array([list(IN_RANGE.values()), list(HUMID.values())], dtype=np.float32)
+NEGATIVE_RAIN = np.array([[80.0, -1.0, 50.0]], dtype=np.float32)  # INVALID_ARGUMENT
 
 
 def quick_alerts(rules: dict[str, Any]) -> dict[str, Any]:
@@ -38,8 +45,15 @@ def quick_alerts(rules: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def scraped(trained_home: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with serving(trained_home, tmp_path_factory.mktemp("scraped")) as served:
+def grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def scraped(
+    trained_home: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory, grpc_port: int
+) -> Iterator[Server]:
+    with serving(trained_home, tmp_path_factory.mktemp("scraped"), grpc_port=str(grpc_port)) as served:
         yield served
 
 
@@ -97,13 +111,22 @@ def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def traffic(scraped: Server, prometheus: str) -> None:
-    """Eight seconds of predictions, half of the rows with humidity above the training range."""
+def traffic(scraped: Server, prometheus: str, grpc_port: int) -> None:
+    """Eight seconds of predictions over HTTP and gRPC, most of the rows with humidity above
+    the training range, and as many gRPC calls refused INVALID_ARGUMENT as answered."""
     deadline = time.monotonic() + 8
-    with httpx.Client(base_url=scraped.url) as client:
+    with (
+        httpx.Client(base_url=scraped.url) as client,
+        grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
+    ):
+        infer = rpc.GRPCInferenceServiceStub(channel).ModelInfer
         while time.monotonic() < deadline:
             assert client.post("/predict", json={"inputs": [IN_RANGE, HUMID]}).status_code == 200
             assert client.post("/predict_columns", json={k: [v] for k, v in HUMID.items()}).status_code == 200
+            assert len(infer(infer_request(GRPC_ROWS), timeout=10).outputs) == 2
+            with pytest.raises(grpc.RpcError) as refused:
+                infer(infer_request(NEGATIVE_RAIN), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             time.sleep(0.02)
     wait_for(lambda: bool(query(prometheus, "crop_yield:rows_outside_training_range:share5m")), 30)
 
@@ -121,6 +144,10 @@ def traffic(scraped: Server, prometheus: str) -> None:
         "crop_yield_rows_outside_training_range_total",
         "crop_yield_input_humidity_bucket",
         "crop_yield_prediction_apples_bucket",
+        'crop_yield_rows_predicted_total{endpoint="grpc_infer"}',
+        'crop_yield_grpc_requests_total{method="ModelInfer", code="OK"}',
+        'crop_yield_grpc_requests_total{method="ModelInfer", code="INVALID_ARGUMENT"}',
+        'crop_yield_grpc_request_duration_seconds_bucket{method="ModelInfer"}',
     ],
 )
 def test_metrics_arrive(prometheus: str, metric: str) -> None:
@@ -131,13 +158,23 @@ def test_metrics_arrive(prometheus: str, metric: str) -> None:
 def test_recording_rules_produce_values(prometheus: str) -> None:
     rules = yaml.safe_load((MONITORING / "rules.yml").read_text())
     recorded = [r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r]
-    # No request failed, so the 5xx ratio has no numerator series: accepted, but empty.
-    quiet = {"crop_yield:request_errors:ratio5m"}
+    # No request failed, so the 5xx ratio has no numerator series: accepted, but empty. Nor
+    # has the gRPC server-error ratio: INVALID_ARGUMENT is the client's mistake.
+    quiet = {"crop_yield:request_errors:ratio5m", "crop_yield:grpc_server_errors:ratio5m"}
     for name in recorded:
         wait_for(lambda name=name: bool(query(prometheus, name)) or name in quiet, 20)  # type: ignore[misc]
     (share,) = [s for s in query(prometheus, "crop_yield:rows_outside_training_range:share5m")]
     assert share["metric"]["feature"] == "humidity"
-    assert 0.5 < float(share["value"][1]) < 0.8  # 2 of 3 rows per round trip
+    assert 0.5 < float(share["value"][1]) < 0.8  # 3 of 5 rows per round trip
+    # every RPC's OK series exists from the start (at 0); these two were called
+    grpc_calls = {
+        (s["metric"]["method"], s["metric"]["code"]): float(s["value"][1])
+        for s in query(prometheus, "crop_yield:grpc_requests:rate5m")
+    }
+    assert grpc_calls[("ModelInfer", "OK")] > 0
+    assert grpc_calls[("ModelInfer", "INVALID_ARGUMENT")] > 0
+    (p99,) = query(prometheus, 'crop_yield:grpc_request_duration_seconds:p99_5m{method="ModelInfer"}')
+    assert float(p99["value"][1]) > 0
 
 
 @pytest.mark.usefixtures("traffic")
@@ -154,6 +191,8 @@ def test_the_out_of_training_range_alert_fires(prometheus: str) -> None:
         a["labels"]["alertname"] for a in httpx.get(f"{prometheus}/api/v1/alerts").json()["data"]["alerts"]
     }
     assert "CropYieldDown" not in names
+    # half of the gRPC calls were refused INVALID_ARGUMENT: not a server error
+    assert "CropYieldGrpcHighErrorRatio" not in names
 
 
 def dashboard_expressions() -> list[tuple[str, str]]:
@@ -168,6 +207,8 @@ CORE_PANELS = {
     "Batch size (rows per model call)",
     "Rows outside the training range, by feature",
     "Model version per pod",
+    "gRPC calls per second by method and code",
+    "gRPC ModelInfer latency percentiles",
 }
 
 
