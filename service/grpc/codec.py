@@ -38,12 +38,16 @@ def parameters(values: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
     return {key: parameter(value) for key, value in values.items()}
 
 
-def _contents(tensor: pb.ModelInferRequest.InferInputTensor) -> list[Any] | None:
-    """The tensor's typed elements, from the field of its datatype (None when none is set)."""
-    if not tensor.HasField("contents"):
-        return None
-    filled = [f.name for f, _ in tensor.contents.ListFields()]
+def _contents(tensor: pb.ModelInferRequest.InferInputTensor) -> list[Any]:
+    """The tensor's typed elements, from the field of its datatype."""
     field = CONTENTS_FIELD.get(tensor.datatype)
+    if not tensor.HasField("contents"):
+        where = f"contents.{field}" if field else "contents"
+        raise CodecError(
+            f"input {tensor.name!r} has no elements; send them in {where}, or every input's in "
+            "raw_input_contents"
+        )
+    filled = [f.name for f, _ in tensor.contents.ListFields()]
     if field is None:  # the shared decoder names the unsupported datatype
         return list(getattr(tensor.contents, filled[0])) if filled else []
     if filled and filled != [field]:

@@ -150,8 +150,7 @@ CALLERS = 200
 
 def test_concurrent_callers_each_get_their_own_rows(served: Served) -> None:
     """200 calls in flight at once over 8 connections, one to three rows each, every row
-    different: the batcher merges them into shared model calls and must hand every caller
-    back its own rows, in order."""
+    different, typed and raw contents mixed: every caller gets back its own rows, in order."""
     grid = np.random.default_rng(7).uniform([50, 20, 20], [110, 150, 90], size=(CALLERS * 3, 3))
     rows = grid.astype(np.float32)
     sizes = [1 + i % 3 for i in range(CALLERS)]
@@ -328,7 +327,12 @@ BAD_REQUESTS: list[tuple[str, Callable[[pb.ModelInferRequest], None], grpc.Statu
     ("shape disagrees with data", _set(0, shape=[5]), INVALID, "shape says 5 rows but data holds 3"),
     ("2-D shape of other width", _set(0, shape=[3, 2]), INVALID, "shape"),
     ("inputs differ in rows", _values(2, [43.0, 64.0]), INVALID, "shape says 3 rows but data holds 2"),
-    ("no contents", _without(1, "contents"), INVALID, "rainfall"),
+    (
+        "no contents",
+        _without(1, "contents"),
+        INVALID,
+        "input 'rainfall' has no elements; send them in contents.fp32",
+    ),
     (
         "contents in another type's field",
         _values(0, [73.0, 91.0, 87.0], "fp64_contents"),
