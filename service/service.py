@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
-import torch
 from bentoml.exceptions import NotFound
 from starlette.responses import Response
 
@@ -36,7 +35,7 @@ from service.inference import preflight
 from service.inference.admission import MemoryBudget, Slots
 from service.inference.dataplane import DataPlane
 from service.inference.device import resolve_device, wants_gpu
-from service.inference.model import LinearModel, ModelLoadError, missing_model_message
+from service.inference.errors import ModelLoadError, missing_model_message
 from service.observability import logs, metrics, runtime
 from service.rest import handlers
 from service.rest.asgi import JsonApi
@@ -89,6 +88,11 @@ class CropYieldService:
     model_ref = bentoml.models.BentoModel(settings.model_tag)
 
     def __init__(self) -> None:
+        # torch only here, in the worker: bentoml serve's own process imports this module too
+        import torch
+
+        from service.inference.model import LinearModel
+
         torch.set_num_threads(1)  # one small matmul per call: threads only add overhead
         device = resolve_device(settings.device)
         try:

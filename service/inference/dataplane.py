@@ -17,17 +17,19 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from service.inference.batching import RowBatcher
-from service.inference.errors import NotReadyError
+from service.inference.errors import ModelLoadError, NotReadyError
 from service.inference.intervals import Intervals
-from service.inference.model import LinearModel, ModelLoadError
 from service.inference.training_range import TrainingBox
 from service.observability import metrics, monitoring
 from service.settings import Settings
+
+if TYPE_CHECKING:  # the worker hands the loaded model in; torch stays out of this module
+    from service.inference.model import LinearModel
 
 
 @dataclass

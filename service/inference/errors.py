@@ -1,4 +1,5 @@
-"""What the data plane refuses, as exceptions of its own (no HTTP status, no BentoML class).
+"""What the data plane refuses, as exceptions of its own (no HTTP status, no BentoML class),
+and why a store entry cannot be loaded (``ModelLoadError``: at start-up, not per request).
 
 Each carries a ``kind``: the short error type every front end answers it as. The HTTP
 error table (``service.http.errors``) has an entry of each kind; gRPC maps kinds to status
@@ -8,6 +9,8 @@ codes. ``field`` names the request field at fault, where there is one.
 from __future__ import annotations
 
 from typing import ClassVar
+
+from contract import store_home
 
 
 class DataPlaneError(Exception):
@@ -32,3 +35,14 @@ class NoIntervalsError(DataPlaneError):
 
     kind = "invalid request"
     field = "interval"
+
+
+class ModelLoadError(RuntimeError):
+    """The store entry is missing or does not follow the contract."""
+
+
+def missing_model_message(tag: str) -> str:
+    return (
+        f"model {tag} is not in the model store {store_home()}; "
+        "train one with `python -m training` or set CROP_YIELD_MODEL_TAG"
+    )

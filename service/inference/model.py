@@ -1,4 +1,8 @@
-"""Loading a store entry (the reader's half of ``contract``) and running it on a device."""
+"""Loading a store entry (the reader's half of ``contract``) and running it on a device.
+
+The one module of the data plane that imports torch (3 s here): only the workers import
+it, so ``bentoml serve``'s own process and the start-up checks stay light.
+"""
 
 from __future__ import annotations
 
@@ -11,24 +15,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from contract import FEATURE_NAMES, TARGET_NAMES, WEIGHTS_FILE, store_home
+from contract import FEATURE_NAMES, TARGET_NAMES, WEIGHTS_FILE
 from contract.metadata import MetadataError, ModelMetadata, read_metadata
-
-
-def bentoml_home() -> str:
-    """The model store's root, for error messages."""
-    return str(store_home())
-
-
-def missing_model_message(tag: str) -> str:
-    return (
-        f"model {tag} is not in the model store {bentoml_home()}; "
-        "train one with `python -m training` or set CROP_YIELD_MODEL_TAG"
-    )
-
-
-class ModelLoadError(RuntimeError):
-    """The store entry is missing or does not follow the contract."""
+from service.inference.errors import ModelLoadError
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from contract import WEIGHTS_FILE
 from contract.metadata import MetadataError, read_metadata
-from service.inference.device import DeviceUnavailableError, resolve_device
-from service.inference.model import missing_model_message
+from service.inference.device import DeviceUnavailableError, check_device
+from service.inference.errors import missing_model_message
 from service.settings import Settings
 
 EXIT_STATUS = 2
@@ -40,7 +40,7 @@ def problem(settings: Settings) -> str | None:
     if not (Path(stored.path) / WEIGHTS_FILE).is_file():
         return f"model {stored.tag} has no {WEIGHTS_FILE} (not a crop-yield model entry?)"
     try:
-        resolve_device(settings.device)
+        check_device(settings.device)
     except DeviceUnavailableError as exc:
         return str(exc)
     return None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from pydantic import ValidationError
 
+from service.inference import device
 from service.inference.device import DeviceUnavailableError, resolve_device, wants_gpu
 from service.settings import Settings
 
@@ -68,6 +72,30 @@ def test_gpu_is_declared_only_for_cuda() -> None:
     assert wants_gpu("cuda")
     assert not wants_gpu("cpu")
     assert wants_gpu("auto") == torch.cuda.is_available()
+
+
+def test_cuda_is_asked_of_torch_only_where_a_gpu_can_be(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: pytest.fail("torch was asked"))
+    assert not device.cuda_available()
+    monkeypatch.setattr(device.glob, "glob", lambda pattern: ["/dev/nvidiactl"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device.cuda_available()
+    with pytest.raises(DeviceUnavailableError):
+        device.check_device("cuda", cuda=False)
+    device.check_device("auto", cuda=False)
+
+
+def test_the_serving_process_and_start_up_checks_import_no_torch() -> None:
+    """``bentoml serve``'s own process imports the service module and runs the start-up
+    checks before any worker; torch (3 s of start-up) is the workers' alone."""
+    code = (
+        "import sys, service.service, service.inference.preflight as p; "
+        "p.problem(service.service.settings); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_auth_token_is_secret_and_empty_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
