@@ -1,6 +1,7 @@
 """gRPC admission (service.grpc.admission) in one event loop with a real grpc.aio server on
 localhost, its RPCs guarded as the worker's are (service.grpc.server.guarded_servicer):
-the worker's slots, shared with the HTTP gate, and its memory budget. The
+the worker's slots, shared with the HTTP gate, and its memory budget; the deadline; and
+UNAVAILABLE before the model is loaded. The
 servicer here holds ModelInfer until released, so calls in progress are under the test's
 control; the real servicer is exercised against a served process (test_grpc.py)."""
 
@@ -18,10 +19,13 @@ from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
 from service.grpc.admission import Admission
 from service.grpc.server import guarded_servicer
+from service.grpc.servicer import InferenceServicer
 from service.http.asgi import Message, Scope
 from service.http.paths import is_probe
 from service.http.traffic import RequestGate
 from service.inference.admission import BUDGETED_FROM, MemoryBudget, Slots
+from service.inference.dataplane import DataPlane
+from service.settings import Settings
 
 
 class Held(rpc.GRPCInferenceServiceServicer):
@@ -40,11 +44,14 @@ class Held(rpc.GRPCInferenceServiceServicer):
 
 @asynccontextmanager
 async def serving(
-    slots: Slots, budget: MemoryBudget
+    slots: Slots,
+    budget: MemoryBudget,
+    timeout: float = 30,
+    servicer: rpc.GRPCInferenceServiceServicer | None = None,
 ) -> AsyncIterator[tuple[rpc.GRPCInferenceServiceStub, Held]]:
     held = Held()
     server = grpc.aio.server()
-    guarded = guarded_servicer(held, Admission(slots, budget), None, timeout=30)
+    guarded = guarded_servicer(servicer or held, Admission(slots, budget), None, timeout=timeout)
     rpc.add_GRPCInferenceServiceServicer_to_server(guarded, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -152,5 +159,30 @@ def test_large_messages_reserve_memory_and_wait_for_it() -> None:
             held.release.set()
             await asyncio.gather(small, waiting)
             assert budget.reserved == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_call_past_the_request_timeout_is_answered_deadline_exceeded() -> None:
+    async def scenario() -> None:
+        slots = Slots(4)
+        async with serving(slots, MemoryBudget(None, 1), timeout=0.2) as (stub, _):
+            error = await refusal(stub.ModelInfer(pb.ModelInferRequest(model_name="m")))
+            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert error.details() == "not answered within 0.2 s (CROP_YIELD_REQUEST_TIMEOUT)"
+            assert slots.in_flight == 0  # the slot is given back
+
+    asyncio.run(scenario())
+
+
+def test_calls_before_the_model_is_loaded_are_unavailable_with_a_pushback() -> None:
+    async def scenario() -> None:
+        servicer = InferenceServicer(DataPlane(Settings()))  # nothing loaded
+        async with serving(Slots(4), MemoryBudget(None, 1), servicer=servicer) as (stub, _):
+            assert not (await stub.ServerReady(pb.ServerReadyRequest())).ready
+            error = await refusal(stub.ModelInfer(pb.ModelInferRequest(model_name="crop_yield")))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            assert "still loading" in (error.details() or "")
+            assert ("grpc-retry-pushback-ms", "1000") in tuple(error.trailing_metadata() or ())
 
     asyncio.run(scenario())
