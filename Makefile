@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format grpc-stubs bench bench-service bench-bursts bench-peers bench-monitoring bench-intervals loadtest soak clean
+.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format grpc-stubs bench bench-service bench-bursts bench-slow-bodies bench-peers bench-monitoring bench-intervals loadtest soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,9 @@ grpc-stubs: setup
 
 bench-bursts: setup
 	$(PY) -m benchmarks.burst_bench $(ARGS)
+
+bench-slow-bodies: setup
+	$(PY) -m benchmarks.slow_bodies_bench $(ARGS)
 
 bench-service: setup
 	bash devtools/apt-tools.sh benchmark

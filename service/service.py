@@ -13,8 +13,13 @@ Serve with ``python -m service`` (reads the settings, then runs ``bentoml serve`
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import bentoml
@@ -25,7 +30,8 @@ from service.bentoml_internals import api_input_model
 from service.docs.asgi import DocsPage, PatchedOpenAPI
 from service.docs.document import Deployment, docs_page, present
 from service.docs.openapi import patch_spec
-from service.grpc.server import GrpcServer
+from service.grpc.server import GrpcServer, inference_handler
+from service.grpc.servicer import InferenceServicer
 from service.http import paths
 from service.http.guards import BearerAuth, JsonOnly, UnroutableV2Paths
 from service.http.hot_paths import HotPaths
@@ -38,12 +44,10 @@ from service.inference.device import resolve_device, wants_gpu
 from service.inference.errors import ModelLoadError, missing_model_message
 from service.observability import logs, metrics, runtime
 from service.rest import handlers
-from service.rest.asgi import JsonApi
+from service.rest.asgi import json_api
 from service.rest.metadata import metadata_app
 from service.rest.schemas import (
-    ColumnsRequestBase,
     ColumnsResponse,
-    CropConditions,
     PredictResponse,
     columns_request_model,
     predict_request_model,
@@ -52,6 +56,7 @@ from service.settings import get_settings
 from service.v2.routes import v2_app
 
 settings = get_settings()
+log = logging.getLogger("crop_yield.service")
 PredictRequest = predict_request_model(settings.max_rows_per_request)
 ColumnsRequest = columns_request_model(settings.max_bulk_rows)
 # Tracing stays on the middleware stack in BentoML 1.4; excluding every URL is how it is
@@ -119,6 +124,7 @@ class CropYieldService:
 
     @bentoml.on_startup
     async def _start_runtime(self) -> None:
+        metrics.forget_dead_workers()  # the live gauges of a killed worker this one replaces
         runtime.quiet_validation_errors()
         logs.configure(settings.log_format)
         runtime.freeze_startup_heap()
@@ -134,46 +140,60 @@ class CropYieldService:
         if settings.grpc_port:
             token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
             address = f"{settings.host}:{settings.grpc_port}"
+            handler = inference_handler(
+                InferenceServicer(self.plane), slots, memory_budget, token, settings.request_timeout
+            )
             self._grpc = GrpcServer(
-                self.plane,
-                address,
-                settings.max_body_bytes,
-                slots,
-                memory_budget,
-                token,
-                settings.request_timeout,
+                self.plane, handler, address, settings.max_body_bytes, reuse_port=settings.workers > 1
             )
             await self._grpc.start()
+        _on_termination(self._begin_shutdown)
+
+    def _begin_shutdown(self) -> None:
+        """SIGTERM: both transports at once. Readiness flips (``/readyz``, ``/v2/health/ready``,
+        gRPC health and ServerReady) and gRPC stops taking calls while uvicorn, whose own
+        handler runs next, stops taking connections; calls in flight on either get the same
+        CROP_YIELD_GRACEFUL_SHUTDOWN_TIMEOUT from now. (gRPC's stop used to wait for the
+        shutdown hook, which runs only once HTTP has drained, doubling the deadline.)"""
+        log.info(
+            "shutting down: not ready from now; calls in flight get %d s", settings.graceful_shutdown_timeout
+        )
+        self.plane.ready = False
+        if self._grpc is not None:
+            self._grpc.begin_shutdown(settings.graceful_shutdown_timeout)
 
     @bentoml.on_shutdown
     async def _stop_runtime(self) -> None:
-        if self._grpc is not None:
+        if self._grpc is not None:  # begun at SIGTERM; ends within the same deadline
             await self._grpc.stop(settings.graceful_shutdown_timeout)
         self.plane.stop()
         if self._gc_task is not None:
             self._gc_task.cancel()
+        metrics.forget_this_worker()
 
     async def __is_ready__(self) -> bool:
         """/readyz: the model is loaded, the warm-up prediction passed, the runtime started."""
         return self.plane.ready
 
-    # Requests to these two routes are answered ahead of BentoML's router by the same
-    # handlers (service.http.hot_paths, service.rest.asgi); the declarations describe the
-    # routes in /docs.json and to BentoML's client and `bentoml build`.
+    # The declarations describe the two routes in /docs.json and to BentoML's client and
+    # `bentoml build`. While served, their requests are answered ahead of BentoML's router
+    # (service.http.hot_paths → service.rest.asgi) by the same handler each body calls, on
+    # the request rebuilt from the fields BentoML validated and passes (the bodies answer
+    # only in-process calls; tests/unit/service/test_json_api.py holds the two to one answer).
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
-    async def predict(self, inputs: list[CropConditions], interval: float | None = None) -> Response:
+    async def predict(self, **request: Any) -> Response:
         """Predict apple and orange yields for each region, in order, with a flag for
         inputs outside the training range and, when asked for, prediction intervals.
 
         Rows of concurrent calls are merged into one model call (adaptive batching).
         """
-        return await handlers.predict(self.plane, inputs, interval)
+        return await handlers.predict(self.plane, PredictRequest.model_construct(**request))
 
     @bentoml.api(route="/predict_columns", input_spec=ColumnsRequest, output_spec=ColumnsResponse)
-    async def predict_columns(self, **columns: Any) -> Response:
+    async def predict_columns(self, **request: Any) -> Response:
         """Bulk prediction from columns (up to the configured maximum rows), validated as
         arrays; with a column of outside-training-range flags and, when asked for, intervals."""
-        return await handlers.predict_columns(self.plane, ColumnsRequestBase.model_construct(**columns))
+        return await handlers.predict_columns(self.plane, ColumnsRequest.model_construct(**request))
 
 
 # Outermost first: request metrics, request id and deadline, authentication (headers only), unroutable V2
@@ -203,14 +223,34 @@ _service.add_asgi_middleware(
 )
 _service.add_asgi_middleware(JsonOnly, paths=paths.JSON_API_PATHS)
 # The hot routes leave here for their front end's own app (service.http.hot_paths).
-json_api = JsonApi(plane, api_input_model(_service, "predict"), api_input_model(_service, "predict_columns"))
+json_routes = json_api(
+    plane, api_input_model(_service, "predict"), api_input_model(_service, "predict_columns")
+)
 _service.add_asgi_middleware(
     HotPaths,
-    routes={**json_api.routes, ("GET", METRICS_PATH): metrics_endpoint},
-    prefixes={"/v2": v2_app(plane)},
+    routes={**json_routes, ("GET", METRICS_PATH): metrics_endpoint},
+    tree=v2_app(plane),
+    claims=paths.is_v2,
 )
 
 DEPLOYMENT = Deployment.of(settings)
+
+
+def _on_termination(begin: Callable[[], None]) -> None:
+    """Run ``begin`` on this worker's event loop when SIGTERM or SIGINT arrives, then the
+    handler that was there (uvicorn's, which starts draining HTTP)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach the main thread only (a test's in-process server)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(begin)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 def _document(spec: dict[str, Any]) -> dict[str, Any]:

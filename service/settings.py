@@ -13,6 +13,9 @@ from contract import MODEL_NAME
 DeviceSetting = Literal["auto", "cpu", "cuda"]
 """The device choices (``service.inference.device`` resolves them); defined here, where the
 environment is read, so that reading settings does not import torch."""
+RETRY_AFTER_S = 1
+"""Seconds a refused client is asked to wait before retrying: HTTP's Retry-After (429, 503) and
+gRPC's ``grpc-retry-pushback-ms`` (RESOURCE_EXHAUSTED, UNAVAILABLE)."""
 
 
 class Settings(BaseSettings):

@@ -3,20 +3,19 @@
 
 BentoML 1.4 serves gRPC only for its legacy API, not for ``@bentoml.service`` classes, so
 the server is the project's own: grpcio's asyncio server, started in the worker's start-up
-hook on the worker's event loop, beside uvicorn, and sharing its data plane. Every worker
-binds the same port with SO_REUSEPORT (grpcio's default), and the kernel spreads new
-connections over them. Health reports SERVING once the plane is ready and NOT_SERVING from
-the start of shutdown, so Kubernetes' ``grpc:`` probes and load balancers stop sending;
-in-flight calls then get the graceful-shutdown timeout to finish.
+hook on the worker's event loop, beside uvicorn, and sharing its data plane. With several
+workers each binds the same port with SO_REUSEPORT and the kernel spreads new connections
+over them; with one, the port is bound exclusively, so a second instance fails to start
+instead of sharing it. Health says NOT_SERVING until the plane is ready and again from the
+moment shutdown begins (SIGTERM: ``begin_shutdown``), so Kubernetes' ``grpc:`` probes and
+load balancers stop sending; in-flight calls then finish within the same deadline as
+HTTP's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-from types import SimpleNamespace
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,107 +23,116 @@ from grpc_reflection.v1alpha import reflection
 
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
-from service.grpc.admission import Admission
-from service.grpc.calls import Behaviour
-from service.grpc.observe import observed
-from service.grpc.servicer import InferenceServicer
+from service.grpc.layers import OPEN, admitted, authenticated, observed, sized
 from service.inference.admission import MemoryBudget, Slots
 from service.inference.dataplane import Plane
 
 log = logging.getLogger("crop_yield.grpc")
-INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+INFERENCE_SERVICE = SERVICE.full_name
 READY_POLL_S = 0.2
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def authenticated(behaviour: Behaviour, token: str) -> Behaviour:
-    """``authorization: Bearer <token>`` metadata required (constant-time compare)."""
-    expected = f"Bearer {token}".encode()
-
-    async def check(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        sent = next((str(v) for k, v in context.invocation_metadata() or () if k == "authorization"), "")
-        if not hmac.compare_digest(sent.encode(), expected):
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)"
-            )
-        return await behaviour(request, context)
-
-    return check
-
-
-def guarded_servicer(
-    servicer: rpc.GRPCInferenceServiceServicer, admission: Admission, token: str | None, timeout: float
-) -> Any:
-    """The servicer's RPCs, each behind ``service.grpc.calls``'s layers (composed once)."""
-    guarded = SimpleNamespace()
-    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
-        behaviour: Behaviour = getattr(servicer, method.name)
-        behaviour = admission.wrap(behaviour, method.name)
-        if token:
-            behaviour = authenticated(behaviour, token)
-        setattr(guarded, method.name, observed(behaviour, INFERENCE_SERVICE, method.name, timeout))
-    return guarded
+def inference_handler(
+    servicer: rpc.GRPCInferenceServiceServicer,
+    slots: Slots,
+    budget: MemoryBudget,
+    token: str | None,
+    timeout: float,
+) -> grpc.GenericRpcHandler:
+    """The servicer's RPCs, each behind the layers of ``service.grpc.layers``."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        behaviour = getattr(servicer, method.name)
+        read = request_type.FromString
+        if method.name not in OPEN:
+            behaviour = admitted(behaviour, slots, budget)
+            read = sized(read)
+            if token:
+                behaviour = authenticated(behaviour, token)
+        route = f"/{INFERENCE_SERVICE}/{method.name}"
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            observed(behaviour, route, method.name, timeout),
+            request_deserializer=read,
+            response_serializer=response_type.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(INFERENCE_SERVICE, handlers)
 
 
 class GrpcServer:
+    """One worker's server of ``handler`` (``inference_handler``), health and reflection;
+    ``plane.ready`` decides health."""
+
     def __init__(
         self,
         plane: Plane,
+        handler: grpc.GenericRpcHandler,
         address: str,
         max_message_bytes: int,
-        slots: Slots,
-        budget: MemoryBudget,
-        auth_token: str | None = None,
-        timeout: float = 30.0,
+        reuse_port: bool = False,
     ) -> None:
         self.plane = plane
-        self.admission = Admission(slots, budget)
-        self.timeout = timeout
+        self.handler = handler
         self.address = address
-        self.max_message_bytes = max_message_bytes
-        self.auth_token = auth_token
+        self.options = [
+            ("grpc.so_reuseport", int(reuse_port)),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+        ]
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._ready_task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
-        """Listen and serve; the bound port."""
-        server = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", 1),
-                ("grpc.max_receive_message_length", self.max_message_bytes),
-                ("grpc.max_send_message_length", -1),
-            ],
-        )
+        """Listen and serve; the bound port (RuntimeError when it cannot be bound)."""
+        server = grpc.aio.server(options=self.options)
+        server.add_generic_rpc_handlers((self.handler,))
         # health checking and reflection stay open (no token, no slot), like the HTTP probes
-        servicer = guarded_servicer(
-            InferenceServicer(self.plane), self.admission, self.auth_token, self.timeout
-        )
-        rpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = (INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        reflection.enable_server_reflection(
+            (INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        # Before the first connection can ask: SERVING only once the plane is ready.
+        await self._set_health(SERVING if self.plane.ready else NOT_SERVING)
         self.port = server.add_insecure_port(self.address)
         await server.start()
         self._server = server
-        self._ready_task = asyncio.get_running_loop().create_task(self._serving_once_ready())
+        if not self.plane.ready:
+            self._ready_task = asyncio.get_running_loop().create_task(self._serving_once_ready())
         log.info("gRPC (Open Inference Protocol, health, reflection) on %s", self.address)
         return self.port
 
-    async def _serving_once_ready(self) -> None:
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for service in ("", INFERENCE_SERVICE):
-            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self.health.set(service, status)
+
+    async def _serving_once_ready(self) -> None:
         while not self.plane.ready:
             await asyncio.sleep(READY_POLL_S)
-        for service in ("", INFERENCE_SERVICE):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(SERVING)
 
-    async def stop(self, grace_s: float) -> None:
-        """NOT_SERVING, then in-flight calls get ``grace_s`` seconds before they are cancelled."""
-        if self._server is None:
+    def begin_shutdown(self, grace_s: float) -> None:
+        """From now: health NOT_SERVING, no new calls; calls in flight get ``grace_s``
+        seconds, then are cancelled. Returns at once (``stop`` waits)."""
+        if self._server is None or self._stopping is not None:
             return
         if self._ready_task is not None:
             self._ready_task.cancel()
+        self._stopping = asyncio.get_running_loop().create_task(self._shut_down(self._server, grace_s))
+
+    async def _shut_down(self, server: grpc.aio.Server, grace_s: float) -> None:
         await self.health.enter_graceful_shutdown()
-        await self._server.stop(grace_s)
+        await server.stop(grace_s)
+
+    async def stop(self, grace_s: float) -> None:
+        """``begin_shutdown`` (unless it has begun), then wait until every call has ended."""
+        self.begin_shutdown(grace_s)
+        if self._stopping is not None:
+            await self._stopping
         self._server = None

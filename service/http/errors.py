@@ -25,11 +25,10 @@ from starlette.responses import Response
 
 from service.http.asgi import Headers, Scope, Send
 from service.http.paths import JSON_API_PATHS, is_probe, is_protected, is_v2
+from service.settings import RETRY_AFTER_S
 
 Applies = Callable[[str, str], bool]  # (path, lower-case method) -> bool
 log = logging.getLogger("crop_yield.errors")
-RETRY_AFTER_S = 1
-"""Seconds an overloaded service (429, 503) asks clients to wait before retrying."""
 
 
 def _posts(path: str, method: str) -> bool:
@@ -141,6 +140,12 @@ NOT_READY = ApiError(
     retry_after=True,
 )
 TIMEOUT = ApiError(504, "timeout", "Not answered within CROP_YIELD_REQUEST_TIMEOUT", _metered)
+CLIENT_CLOSED = ApiError(
+    499,
+    "client closed request",
+    "The client went away before the answer (nginx's 499): no client reads it, request metrics count it",
+    _never,
+)
 
 TABLE: tuple[ApiError, ...] = (
     INVALID,
@@ -155,6 +160,7 @@ TABLE: tuple[ApiError, ...] = (
     MEMORY_BUSY,
     NOT_READY,
     TIMEOUT,
+    CLIENT_CLOSED,
 )
 
 

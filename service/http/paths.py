@@ -7,12 +7,13 @@ JSON_API_PATHS = frozenset({"/predict", "/predict_columns"})
 
 PROTECTED_PATHS = JSON_API_PATHS | {"/metadata"}
 PROTECTED_PREFIXES = ("/v2/models/",)
-"""With a token configured these need it; probes (/livez, /readyz, /v2/health/*), /metrics,
-the server metadata (/v2) and the API document stay open."""
+"""With a token configured these need it; probes (/livez, /readyz, /v2/health/*, a model's
+/ready), /metrics, the server metadata (/v2) and the API document stay open, as the gRPC
+probe RPCs do (``service.grpc.layers.OPEN``): load balancers and probes carry no token."""
 
 
 def is_protected(path: str) -> bool:
-    return path in PROTECTED_PATHS or path.startswith(PROTECTED_PREFIXES)
+    return path in PROTECTED_PATHS or (path.startswith(PROTECTED_PREFIXES) and not path.endswith("/ready"))
 
 
 def is_v2(path: str) -> bool:

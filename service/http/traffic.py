@@ -13,29 +13,39 @@ they hold a socket (a file descriptor) and nothing else.
 
 ``RequestContext`` is the outermost of the service's middleware, so its id reaches every
 response it can see, errors included; BentoML's own request timeout is kept only as a
-backstop a few seconds behind this one (its 504 would carry no request id).
+backstop a few seconds behind this one (its 504 would carry no request id). It leaves the
+deadline in the scope (``DEADLINE``) for the gate's memory reservations, which a bulk body
+holds only while it keeps arriving (``service.http.bodies``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from service.http import errors
 from service.http.asgi import ASGIApp, Message, Receive, Scope, Send, header
+from service.http.bodies import (
+    PACE_GRACE_S,
+    BodyLimits,
+    MemoryBusyError,
+    Pace,
+    TooLargeError,
+    TooSlowError,
+    read_body,
+    replay,
+)
 from service.http.errors import send_error
-from service.observability.context import REQUEST_ID, ROUTE
+from service.observability import context
 
 if TYPE_CHECKING:  # the worker's admission objects are handed in (service.inference.admission)
     from service.inference.admission import MemoryBudget, Slots
 
-SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
-"""A client's X-Request-ID is kept when it is 1 to 128 printable ASCII characters, no spaces."""
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+DEADLINE = "crop_yield.deadline"
+"""Scope key: the request's deadline on the event loop's clock (``RequestContext``)."""
 
 log = logging.getLogger("crop_yield.traffic")
 
@@ -55,10 +65,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = header(scope, b"x-request-id")
-        request_id = given if given is not None and SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-        REQUEST_ID.set(request_id)
-        ROUTE.set(scope["path"])
+        request_id = context.begin(header(scope, b"x-request-id"), scope["path"])
         id_header = (b"x-request-id", request_id.encode())
         started = False
 
@@ -69,48 +76,41 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        deadline = asyncio.timeout(self.timeout)
+        # The same deadline asyncio.timeout(self.timeout) would set, shared with RequestGate.
+        scope[DEADLINE] = when = asyncio.get_running_loop().time() + self.timeout
+        deadline = asyncio.timeout_at(when)
         try:
             async with deadline:
                 await self.app(scope, receive, send_with_id)
+            if not started:
+                # Only a client that left mid-body gets no answer. Answer anyway: BentoML's
+                # timeout middleware, outside this one, waits for a response to start, so an
+                # unanswered request stayed pending until its backstop, holding a graceful
+                # shutdown for its whole timeout.
+                log.info("client closed the connection before the answer", extra={"status": 499})
+                await send_error(send_with_id, scope, errors.CLIENT_CLOSED, [], "the client went away")
         except TimeoutError:
             if not deadline.expired():
                 raise
             log.warning("answered 504: not done within %s s", self.timeout, extra={"status": 504})
             if not started:
-                await send_error(
-                    send_with_id,
-                    scope,
-                    errors.TIMEOUT,
-                    [],
-                    f"not answered within {self.timeout:g} s (CROP_YIELD_REQUEST_TIMEOUT)",
-                )
-
-
-class _TooLargeError(Exception):
-    pass
-
-
-class _TooSlowError(Exception):
-    pass
+                await send_error(send_with_id, scope, errors.TIMEOUT, [], context.past_deadline(self.timeout))
 
 
 class RequestGate:
-    """Receive the whole body first (at most ``max_bytes``), then take one of the worker's
-    ``slots`` (shared with gRPC, ``service.inference.admission``) for the rest of the request.
+    """Receive the whole body first (``service.http.bodies``: at most ``max_bytes``, without
+    stalling for ``body_timeout`` s, and after ``rate_grace`` s at ``min_rate`` bytes/s at
+    least), then take one of the worker's ``slots`` (shared with gRPC,
+    ``service.inference.admission``) for the rest of the request. A stalled or too slow body
+    is 408 and a body too large 413, both with the connection closed; 429 with Retry-After
+    when every slot is taken. Paths where ``exempt(path)`` (probes, metrics) take no slot.
+    One event loop per worker, so a plain counter is the semaphore.
 
-    How slow a body may be is measured as the standard defences do (nginx's
-    ``client_body_timeout``, Apache's ``mod_reqtimeout``), not as one deadline for the whole
-    body, which refused well-behaved clients whose large uploads took long because the
-    server was busy: no bytes for ``body_timeout`` s (inactivity), or, once ``rate_grace``
-    s have passed, an average below ``min_rate`` bytes/s (0: no minimum). Either is 408
-    with the connection closed; 413 for a body too large, 429 with Retry-After when every
-    slot is taken. Paths where ``exempt(path)`` (probes, metrics) take no slot. One event
-    loop per worker, so a plain counter is the semaphore.
-
-    Bulk bodies also reserve their memory cost from ``budget`` (``service.inference.admission``)
-    before they are read (when Content-Length says their size; after, for chunked ones):
-    503 with Retry-After when the budget stays taken.
+    Bulk bodies also reserve their memory cost from ``budget``: when Content-Length says
+    their size, once their first share has arrived and for as long as they keep pace with
+    the request deadline (``bodies.Pace``, judged ``pace_grace`` s after admission; without
+    ``RequestContext`` in front there is no deadline, and the reservation is held until
+    answered); otherwise once read. 503 with Retry-After when the budget stays taken.
     """
 
     def __init__(
@@ -123,13 +123,12 @@ class RequestGate:
         min_rate: float = 0,
         rate_grace: float = 0,
         budget: MemoryBudget | None = None,
+        pace_grace: float = PACE_GRACE_S,
     ) -> None:
         self.app = app
+        self.limits = BodyLimits(max_bytes, body_timeout, min_rate, rate_grace)
         self.budget = budget
-        self.max_bytes = max_bytes
-        self.body_timeout = body_timeout
-        self.min_rate = min_rate
-        self.rate_grace = rate_grace
+        self.pace_grace = pace_grace
         self.slots = slots
         self.exempt = exempt
 
@@ -137,26 +136,48 @@ class RequestGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        reserved = 0
+        reserved = 0  # reserved once the whole body was read
+        pace: Pace | None = None  # reserved on the strength of Content-Length
         try:
             if scope["method"] in BODY_METHODS:
                 declared = header(scope, b"content-length")
-                if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+                if declared is not None and (not declared.isdigit() or int(declared) > self.limits.max_bytes):
                     await self._too_large(send, scope)
                     return
-                if declared is not None and (reserved := await self._reserve(scope, send, int(declared))) < 0:
+                if (
+                    declared is not None
+                    and self.budget is not None
+                    and (cost := self.budget.cost_of(int(declared)))
+                ):
+                    pace = Pace(self.budget, cost, int(declared), scope.get(DEADLINE), self.pace_grace)
+                body = await self._receive(scope, send, receive, pace, int(declared or 0))
+                if body is None:  # answered (408, 413, 503) or the client disconnected
                     return
-                body = await self._receive_body(scope, receive, send)
-                if body is None:  # answered (408, 413) or the client disconnected
+                if not (pace and pace.cost) and (reserved := await self._reserve(scope, send, len(body))) < 0:
                     return
-                if declared is None and (reserved := await self._reserve(scope, send, len(body))) < 0:
-                    return
-                receive = _replay(body, receive)
+                receive = replay(body, receive)
             await self._take_slot(scope, receive, send)
         finally:
             if reserved > 0:
                 assert self.budget is not None
                 self.budget.release(reserved)
+            if pace is not None:
+                pace.give_back()
+
+    async def _receive(
+        self, scope: Scope, send: Send, receive: Receive, pace: Pace | None, declared: int
+    ) -> bytes | None:
+        """The body; None when answered (408, 413, 503) or the client disconnected."""
+        try:
+            return await read_body(receive, self.limits, pace)
+        except TooSlowError as exc:
+            log.info("answered 408: %s", exc, extra={"status": 408})
+            await send_error(send, scope, errors.REQUEST_TIMEOUT, ["body"], str(exc))
+        except TooLargeError:
+            await self._too_large(send, scope)
+        except MemoryBusyError:
+            await self._memory_busy(scope, send, declared)
+        return None
 
     async def _reserve(self, scope: Scope, send: Send, size: int) -> int:
         """The memory cost reserved for a body of ``size`` bytes (0: not budgeted); -1 when
@@ -165,6 +186,11 @@ class RequestGate:
             return 0
         if await self.budget.reserve(cost):
             return cost
+        await self._memory_busy(scope, send, size)
+        return -1
+
+    async def _memory_busy(self, scope: Scope, send: Send, size: int) -> None:
+        assert self.budget is not None
         log.info("answered 503: no memory budget for a %d-byte body", size, extra={"status": 503})
         await send_error(
             send,
@@ -174,17 +200,6 @@ class RequestGate:
             f"bulk requests in progress hold this worker's memory budget; a {size}-byte body waited "
             f"{self.budget.wait_s:g} s (CROP_YIELD_MEMORY_WAIT); retry after the Retry-After seconds",
         )
-        return -1
-
-    async def _receive_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
-        try:
-            return await self._read_body(receive)
-        except _TooSlowError as exc:
-            log.info("answered 408: %s", exc, extra={"status": 408})
-            await send_error(send, scope, errors.REQUEST_TIMEOUT, ["body"], str(exc))
-        except _TooLargeError:
-            await self._too_large(send, scope)
-        return None
 
     async def _take_slot(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.exempt(scope["path"]):
@@ -207,58 +222,12 @@ class RequestGate:
         finally:
             self.slots.give_back()
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        started = asyncio.get_running_loop().time()
-        while True:
-            try:
-                async with asyncio.timeout(self.body_timeout):
-                    message = await receive()
-            except TimeoutError:
-                raise _TooSlowError(
-                    f"no bytes of the request body arrived for {self.body_timeout:g} s "
-                    "(CROP_YIELD_BODY_TIMEOUT)"
-                ) from None
-            if message["type"] != "http.request":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise _TooLargeError
-            chunks.append(chunk)
-            if self.min_rate and message.get("more_body", False):
-                self._check_rate(size, asyncio.get_running_loop().time() - started)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    def _check_rate(self, size: int, elapsed: float) -> None:
-        if elapsed > self.rate_grace and size < self.min_rate * elapsed:
-            raise _TooSlowError(
-                f"the request body arrives at {size / elapsed:,.0f} bytes/s, below "
-                f"{self.min_rate:g} bytes/s (CROP_YIELD_BODY_MIN_RATE) after {self.rate_grace:g} s"
-            )
-
     async def _too_large(self, send: Send, scope: Scope) -> None:
         await send_error(
             send,
             scope,
             errors.TOO_LARGE,
             ["body"],
-            f"request bodies are limited to {self.max_bytes} bytes (CROP_YIELD_MAX_BODY_BYTES); "
+            f"request bodies are limited to {self.limits.max_bytes} bytes (CROP_YIELD_MAX_BODY_BYTES); "
             "split the rows into several requests",
         )
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that hands the app the already-read body, then defers to the server."""
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed

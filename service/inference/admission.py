@@ -14,11 +14,14 @@ answer at once: hundreds of MiB (``COST_PER_BODY_BYTE``, measured with
 ``make bench-bursts``). Enough of them at once exceed the container's memory limit, and the
 kernel then kills the worker with every client's request in it. So each worker has a budget
 (``budget_bytes``, from ``service.observability.runtime.memory_budget``) and a request whose
-body is at least ``BUDGETED_FROM`` bytes reserves its estimated cost: over HTTP before its
-body is read (the client's upload waits meanwhile, its bytes held by TCP, not by the
-worker), over gRPC once grpcio has read the message. Reservations
-wait in arrival order for up to ``wait_s``; past that the answer is 503 with Retry-After
-(RESOURCE_EXHAUSTED over gRPC).
+body is at least ``BUDGETED_FROM`` bytes reserves its estimated cost: over HTTP before most
+of its body is read (the client's upload waits meanwhile, its bytes held by TCP, not by the
+worker), over gRPC once grpcio has read the message. An HTTP reservation made on the
+strength of Content-Length is held only while the body arrives at a pace that finishes it
+by the request deadline, and given back at once when it falls behind (``release`` admits
+the next in line), so clients cannot hold the budget with bytes they do not send
+(``service.http.traffic``). Reservations wait in arrival order for up to ``wait_s``; past
+that the answer is 503 with Retry-After (RESOURCE_EXHAUSTED over gRPC).
 A request is always admitted when no other holds any budget, so one call larger than the
 budget still runs alone. Small requests never touch the budget.
 

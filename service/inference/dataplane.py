@@ -97,6 +97,7 @@ class DataPlane:
         self._loaded: _Loaded | None = None
         self._batcher: RowBatcher | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._sink: monitoring.PrometheusSink | None = None
         self._counters: dict[str, Any] = {}
         self.ready = False
         """True once the model is loaded, warmed up and the start-up hook has run (/readyz)."""
@@ -125,18 +126,23 @@ class DataPlane:
         device = str(loaded.model.device)
         metrics.model_info().labels(model=loaded.name, version=loaded.version, device=device).set(1)
         if self.settings.monitoring:
-            sink = monitoring.PrometheusSink(loaded.monitor)
-            self._tasks.append(asyncio.get_running_loop().create_task(sink.run()))
+            self._sink = monitoring.PrometheusSink(loaded.monitor)
+            self._tasks.append(asyncio.get_running_loop().create_task(self._sink.run()))
         self.ready = True
 
     def stop(self) -> None:
+        """At shutdown: no more batches, the flush task cancelled, and one last flush, so the
+        model calls of the last second before the shutdown reach the metrics too."""
         self.ready = False
-        for task in self._tasks:
-            task.cancel()
-        self._tasks.clear()
         if self._batcher is not None:
             self._batcher.shutdown()
             self._batcher = None
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.flush()
 
     # -- what the front ends ask ----------------------------------------------------------
 

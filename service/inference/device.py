@@ -7,7 +7,7 @@ about: ``bentoml serve``'s own process reads ``wants_gpu`` and the start-up chec
 
 from __future__ import annotations
 
-import glob
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.settings import DeviceSetting
@@ -15,17 +15,25 @@ from service.settings import DeviceSetting
 if TYPE_CHECKING:
     import torch
 
-GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia[0-9]*", "/dev/dxg")
-"""Present wherever a CUDA device can be (the driver's nodes; /dev/dxg under WSL 2)."""
+GPU_DEVICE_NODES = ("dev/nvidiactl", "dev/nvidia[0-9]*", "dev/dxg")
+"""Present wherever a CUDA device can be (the driver's nodes; /dev/dxg under WSL 2), as
+glob patterns under ``DEVICE_ROOT``."""
+DEVICE_ROOT = Path("/")
+"""Where ``GPU_DEVICE_NODES`` are looked for: the host's root (tests point it at a fake tree)."""
 
 
 class DeviceUnavailableError(RuntimeError):
     pass
 
 
+def gpu_device_nodes() -> list[Path]:
+    """The NVIDIA device nodes present under ``DEVICE_ROOT``."""
+    return sorted(node for pattern in GPU_DEVICE_NODES for node in DEVICE_ROOT.glob(pattern))
+
+
 def cuda_available() -> bool:
     """Whether torch can use CUDA; False without importing torch where no GPU can be."""
-    if not any(glob.glob(pattern) for pattern in GPU_DEVICE_NODES):
+    if not gpu_device_nodes():
         return False
     import torch
 

@@ -3,37 +3,48 @@ and why a store entry cannot be loaded (``ModelLoadError``: at start-up, not per
 
 Each carries a ``kind``: the short error type every front end answers it as. The HTTP
 error table (``service.http.errors``) has an entry of each kind; gRPC maps kinds to status
-codes. ``field`` names the request field at fault, where there is one.
+codes; a kind missing from either fails mypy (gRPC) or ``tests/unit/service/test_errors.py``.
+``field`` names the request field at fault, where there is one.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar
 
 from contract import store_home
 
 
+class Kind(StrEnum):
+    """What kind of refusal: the value is the HTTP error table's ``error``; gRPC maps each
+    member to a status code (``service.grpc.servicer.status_of``, checked exhaustive by mypy)."""
+
+    INVALID = "invalid request"
+    NOT_READY = "not ready"
+    OVERLOADED = "overloaded"
+
+
 class DataPlaneError(Exception):
-    kind: ClassVar[str]
+    kind: ClassVar[Kind]
     field: ClassVar[str | None] = None
 
 
 class OverloadedError(DataPlaneError):
     """Rows waited longer than the batching queue's latency limit: shed, retry later."""
 
-    kind = "overloaded"
+    kind = Kind.OVERLOADED
 
 
 class NotReadyError(DataPlaneError):
     """The model is not loaded (or warmed up) yet."""
 
-    kind = "not ready"
+    kind = Kind.NOT_READY
 
 
 class NoIntervalsError(DataPlaneError):
     """An interval was asked of a model whose metadata has no interval statistics."""
 
-    kind = "invalid request"
+    kind = Kind.INVALID
     field = "interval"
 
 

@@ -1,9 +1,32 @@
 """The request being handled, as context variables: set by each front end's outermost layer
-(``service.http.traffic`` for HTTP), read by the log filter (``service.observability.logs``)."""
+(``service.http.traffic`` for HTTP, ``service.grpc.layers`` for gRPC), read by the log filter
+(``service.observability.logs``). The rules both transports share live here: which client
+request ids are kept, and how a request past its deadline is worded."""
 
 from __future__ import annotations
 
+import re
+import uuid
 from contextvars import ContextVar
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("crop_yield_request_id", default=None)
 ROUTE: ContextVar[str | None] = ContextVar("crop_yield_route", default=None)
+SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+"""A client's request id is kept when it is 1 to 128 printable ASCII characters, no spaces
+(it goes into log lines and response headers as it is)."""
+
+
+def begin(given_id: str | None, route: str) -> str:
+    """Enter a request: its id (the client's when sane, else a new one) and route go into the
+    context for the log lines; the id is returned for the response."""
+    request_id = (
+        given_id if given_id is not None and SANE_REQUEST_ID.fullmatch(given_id) else uuid.uuid4().hex
+    )
+    REQUEST_ID.set(request_id)
+    ROUTE.set(route)
+    return request_id
+
+
+def past_deadline(timeout: float) -> str:
+    """What a request not answered within the request timeout is told (504, DEADLINE_EXCEEDED)."""
+    return f"not answered within {timeout:g} s (CROP_YIELD_REQUEST_TIMEOUT)"

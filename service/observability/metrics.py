@@ -9,12 +9,19 @@ multiprocess mode (one file per worker, aggregated on scrape) by setting
 ``PROMETHEUS_MULTIPROC_DIR`` when the worker starts, after this module is imported; a
 metric created before that would never reach ``/metrics``. Objects are created on first
 use and cached. (``bentoml.metrics`` did the same and is deprecated.)
+
+Live gauges (``multiprocess_mode="livesum"``) count only running workers: each worker
+drops its own files at a graceful shutdown (``forget_this_worker``) and, at its start,
+those of workers that were killed (``forget_dead_workers``); the service's start-up and
+shutdown hooks call them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 REQUEST_LABELS = ("endpoint", "service_name", "service_version", "http_response_code", "runner_name")
@@ -115,6 +122,64 @@ def grpc_request_duration() -> Any:
         ["method"],
         buckets=DURATION_BUCKETS,
     )
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_([1-9][0-9]*)\.db")
+"""A multiprocess file of a gauge that counts only while its process runs (``livesum``, ...),
+named ``gauge_<mode>_<pid>.db``: prometheus_client's naming."""
+
+
+def _multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal sent: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, someone else's
+        return True
+    return True
+
+
+def forget_dead_workers() -> list[int]:
+    """At a worker's start: drop the live-gauge files of processes that no longer run.
+
+    A worker killed without a graceful shutdown (SIGKILL, the OOM killer; BentoML starts a
+    new one with a new pid) leaves its ``livesum`` gauge file behind, and
+    ``bentoml_service_request_in_progress`` would add the requests it had in flight at that
+    moment forever. This is ``prometheus_client.multiprocess.mark_process_dead`` for every
+    such pid: only live gauges are removed; counters and histograms of dead workers stay,
+    so totals never go backwards. (A pid already reused by another process is taken for
+    running and kept until a later start.) Returns the pids marked dead (none outside
+    ``bentoml serve``).
+    """
+    directory = _multiprocess_dir()
+    if directory is None:
+        return []
+    from prometheus_client import multiprocess
+
+    pids = {
+        int(m.group(1))
+        for f in Path(directory).glob("gauge_live*_*.db")
+        if (m := _LIVE_GAUGE_FILE.fullmatch(f.name))
+    }
+    dead = sorted(pid for pid in pids if pid != os.getpid() and not _running(pid))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    return dead
+
+
+def forget_this_worker() -> None:
+    """At a worker's graceful shutdown: drop its live-gauge files, so that its last values
+    stop counting the moment it is gone (what ``forget_dead_workers`` does for a killed one)."""
+    directory = _multiprocess_dir()
+    if directory is None:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
 
 def exposition() -> bytes:

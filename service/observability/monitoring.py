@@ -2,8 +2,10 @@
 
 Per model call (not per row, and not per request) the rows and outputs are folded into
 numpy accumulators with a handful of vectorized operations; a background task moves the
-accumulated counts into Prometheus once a second. Updating Prometheus per call would cost
-two multiprocess-file writes per histogram per call, several times the model itself.
+accumulated counts into Prometheus once a second, and once more when the data plane
+stops, so the rows of the last second before a shutdown are counted too. Updating
+Prometheus per call would cost two multiprocess-file writes per histogram per call,
+several times the model itself.
 
 Metrics (``/metrics``):
 
@@ -165,21 +167,31 @@ class Monitor:
 class PrometheusSink:
     """Moves ``Monitor`` counts into Prometheus metrics (created on first use, in the worker)."""
 
-    def __init__(self, monitor: Monitor) -> None:
-        from prometheus_client import Counter, Histogram  # after BentoML set up multiprocess mode
+    def __init__(self, monitor: Monitor, registry: Any = None) -> None:
+        """``registry``: prometheus_client's default one unless given (tests pass their own)."""
+        from prometheus_client import REGISTRY, Counter, Histogram  # after BentoML set up multiprocess mode
 
+        registry = REGISTRY if registry is None else registry
         self.monitor = monitor
         self.outside = Counter(
             "crop_yield_rows_outside_training_range",
             "Rows with a feature outside the range of the training data",
             ["feature", "side"],
+            registry=registry,
         )
         self.histograms = [
-            Histogram(f"crop_yield_{name}", _HELP[name.split("_", 1)[0]], buckets=[*bounds, float("inf")])
+            Histogram(
+                f"crop_yield_{name}",
+                _HELP[name.split("_", 1)[0]],
+                buckets=[*bounds, float("inf")],
+                registry=registry,
+            )
             for name, bounds in zip(monitor.names, monitor.bounds, strict=True)
         ]
 
     def flush(self) -> None:
+        """Move what the model calls since the last flush added up to into the metrics (the
+        background task's tick, and the data plane's stop: nothing observed is left behind)."""
         state = self.monitor.take()
         for feature, below, above in zip(FEATURE_NAMES, state.below, state.above, strict=True):
             if below:

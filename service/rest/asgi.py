@@ -1,27 +1,31 @@
-"""The JSON API's hot routes as one lean ASGI app (served by ``service.http.hot_paths``).
+"""The JSON API's hot routes as lean ASGI apps (served by ``service.http.hot_paths``).
 
-The body is validated with the very models BentoML's API layer would use (the
-``@bentoml.api`` declarations' input specs), so a rejected body gets the same 400 as
-before: ``{"error": "<n> validation error for <model>", "detail": [pydantic's errors,
-without the input values]}``, logged as one INFO line.
+A route app validates the body with the very model BentoML's API layer would use (the
+``@bentoml.api`` declaration's input spec), so a rejected body gets the same 400 as through
+BentoML: ``{"error": "<n> validation error for <model>", "detail": [pydantic's errors,
+without the input values]}``, logged as one INFO line. A valid body's model instance goes
+to the route's handler (``service.rest.handlers``), the one the ``@bentoml.api`` body calls.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from service.http import errors
-from service.http.asgi import Receive, Scope, Send, read_body
+from service.http.asgi import ASGIApp, Receive, Scope, Send, read_body
 from service.inference.dataplane import Plane
 from service.rest import handlers
 from service.rest.schemas import ColumnsRequestBase, PredictRequestBase
 
 log = logging.getLogger("crop_yield.rest")
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
 def invalid(path: str, exc: ValidationError) -> Response:
@@ -35,37 +39,39 @@ def invalid(path: str, exc: ValidationError) -> Response:
     return Response(orjson.dumps(document), status_code=errors.INVALID.status, media_type="application/json")
 
 
-class JsonApi:
-    """``POST /predict`` and ``POST /predict_columns``: validate, then the data plane."""
+class JsonRoute(Generic[RequestT]):
+    """One route: the body validated with ``spec``, then ``handle(plane, request)``."""
 
     def __init__(
-        self, plane: Plane, predict_spec: type[PredictRequestBase], columns_spec: type[ColumnsRequestBase]
+        self,
+        path: str,
+        plane: Plane,
+        spec: type[RequestT],
+        handle: Callable[[Plane, RequestT], Awaitable[Response]],
     ) -> None:
+        self.path = path
         self.plane = plane
-        self.handlers: dict[str, tuple[type[BaseModel], Callable[[BaseModel], Awaitable[Response]]]] = {
-            "/predict": (predict_spec, self._predict),
-            "/predict_columns": (columns_spec, self._predict_columns),
-        }
+        self.spec = spec
+        self.handle = handle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
-        spec, handle = self.handlers[path]
         try:
-            request = spec.model_validate_json(await read_body(receive) or b"{}")
+            request = self.spec.model_validate_json(await read_body(receive) or b"{}")
         except ValidationError as exc:
-            response = invalid(path, exc)
+            response = invalid(self.path, exc)
         else:
-            response = await handle(request)
+            response = await self.handle(self.plane, request)
         await response(scope, receive, send)
 
-    async def _predict(self, request: BaseModel) -> Response:
-        assert isinstance(request, PredictRequestBase)  # the spec of its route
-        return await handlers.predict(self.plane, request.inputs, request.interval)
 
-    async def _predict_columns(self, request: BaseModel) -> Response:
-        assert isinstance(request, ColumnsRequestBase)
-        return await handlers.predict_columns(self.plane, request)
-
-    @property
-    def routes(self) -> dict[tuple[str, str], JsonApi]:
-        return {("POST", path): self for path in self.handlers}
+def json_api(
+    plane: Plane, predict_spec: type[PredictRequestBase], columns_spec: type[ColumnsRequestBase]
+) -> dict[tuple[str, str], ASGIApp]:
+    """``POST /predict`` and ``POST /predict_columns`` by (method, path), each validated with
+    its ``@bentoml.api`` declaration's input model (``bentoml_internals.api_input_model``)."""
+    return {
+        ("POST", "/predict"): JsonRoute("/predict", plane, predict_spec, handlers.predict),
+        ("POST", "/predict_columns"): JsonRoute(
+            "/predict_columns", plane, columns_spec, handlers.predict_columns
+        ),
+    }

@@ -69,8 +69,9 @@ def columns_json(
 ) -> bytes:
     """The ``ColumnsResponse`` body, serialized straight from the arrays.
 
-    orjson writes float32 arrays in their shortest exact form: 4x faster than building
-    Python lists for pydantic, and half the bytes on the wire for bulk responses.
+    orjson writes float32 arrays in their shortest exact form: faster than building Python
+    lists for pydantic, and fewer bytes on the wire for bulk responses (the figures:
+    docs/architecture.md, "Figures behind the design").
     """
     document: dict[str, Any] = {**matrix_to_columns(outputs), **(bounds or {})}
     document["extrapolated"] = outside.any(axis=1)

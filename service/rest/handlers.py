@@ -1,8 +1,13 @@
-"""The JSON API's handlers: decode → data plane → encode.
+"""The JSON API's handlers, one per route: validated request → data plane → response.
 
-The ``@bentoml.api`` declarations in ``service.service`` validate the body with the
-schemas and call these with the service's data plane. Refusals of the data plane are
-answered from the error table (``service.http.errors.refusal_response``).
+Each takes the request model instance validated with BentoML's own input model of its route
+(``service.bentoml_internals.api_input_model``), and has two callers that must answer alike:
+``service.rest.asgi``'s route apps, which answer every request to these routes while the
+service is served (``service.http.hot_paths`` hands the requests to them ahead of BentoML's
+router), and the ``@bentoml.api`` bodies in ``service.service``, which BentoML calls with the
+validated fields (in-process calls; ``tests/unit/service/test_json_api.py`` compares the
+two). Refusals of the data plane are answered from the error table
+(``service.http.errors.refusal_response``).
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from service.http.errors import refusal_response
 from service.inference.dataplane import Plane
 from service.inference.errors import DataPlaneError
 from service.rest import encoding
-from service.rest.schemas import ColumnsRequestBase, CropConditions
+from service.rest.schemas import ColumnsRequestBase, PredictRequestBase
 
 JSON = "application/json"
 
 
-async def predict(plane: Plane, inputs: list[CropConditions], interval: float | None) -> Response:
-    rows = encoding.rows_to_matrix(inputs)
+async def predict(plane: Plane, request: PredictRequestBase) -> Response:
+    """``POST /predict``."""
+    rows = encoding.rows_to_matrix(request.inputs)
+    interval = request.interval
     try:
         prediction = await plane.predict(rows, "predict", interval)
     except DataPlaneError as exc:
@@ -32,6 +39,7 @@ async def predict(plane: Plane, inputs: list[CropConditions], interval: float | 
 
 
 async def predict_columns(plane: Plane, request: ColumnsRequestBase) -> Response:
+    """``POST /predict_columns``."""
     rows = encoding.columns_to_matrix(request)
     try:
         prediction = await plane.predict(rows, "predict_columns", request.interval, batch=False)

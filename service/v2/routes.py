@@ -3,9 +3,10 @@
 ``service.service`` hands every ``/v2`` request to ``v2_app(plane)`` ahead of BentoML's
 router (``service.http.hot_paths``), after the service's guards. Inference, the hot route,
 goes straight from the ASGI scope to its handler; the other routes go through a Starlette
-router built from the route table (``service.v2.operations``). Handlers read the raw body
-and answer ready ``Response`` objects (a FastAPI route cost about a third more per call,
-measured with wrk). Rows go through the same data plane, and batcher, as ``/predict``.
+router; both are built from the route table (``service.v2.operations``). Handlers read the
+raw body and answer ready ``Response`` objects, without a web framework's per-call request
+and response machinery (what a FastAPI route cost: docs/architecture.md, "Figures behind
+the design"). Rows go through the same data plane, and batcher, as ``/predict``.
 """
 
 from __future__ import annotations
@@ -85,19 +86,11 @@ class V2Routes:
 
         return await self._answer(request.url.path, handle)
 
-    async def infer(self, request: Request) -> Response:
-        headers = request.headers
-        return await self.infer_body(
-            request.url.path,
-            request.path_params,
-            headers.get("content-type", ""),
-            headers.get(codec.HEADER_LENGTH),
-            await request.body(),
-        )
-
-    async def infer_body(
+    async def infer(
         self, path: str, params: Mapping[str, Any], content_type: str, header_length: str | None, body: bytes
     ) -> Response:
+        """``POST .../infer``, called from the ASGI scope by ``V2App`` (no ``Request``)."""
+
         async def handle() -> Response:
             name, version = self._check_model(params)
             media_type = content_type.split(";", 1)[0].strip().lower()
@@ -137,40 +130,51 @@ async def no_such_route(request: Request) -> Response:
 
 
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
-
-INFER_PATH = re.compile(r"/v2/models/(?P<model_name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
-"""The two infer paths of the route table, as Starlette's ``{name}`` parameters match them."""
+HEADER_LENGTH = codec.HEADER_LENGTH.encode()
+INFER = "infer"
+"""The handler the route table names for inference: its routes are dispatched from the scope."""
 
 
 class V2App:
-    """``POST .../infer`` straight to its handler; everything else through the router."""
+    """The infer routes straight to their handler; everything else through the router.
+
+    The router holds the table's other routes, then a catch-all whose ``no_such_route``
+    answers other methods on the table's paths (the infer paths included) with the
+    protocol's 405 and ``Allow``, and any other path with its 404.
+    """
 
     def __init__(self, plane: Plane) -> None:
         self.handlers = V2Routes(plane)
+        self.infer_paths: dict[str, tuple[re.Pattern[str], ...]] = {}
+        for op in OPERATIONS:
+            if op.handler == INFER:
+                pattern = compile_path(op.path)[0]
+                self.infer_paths[op.method] = (*self.infer_paths.get(op.method, ()), pattern)
         self.router = Starlette(
             routes=[
                 *(
                     Route(op.path, getattr(self.handlers, op.handler), methods=[op.method])
                     for op in OPERATIONS
+                    if op.handler != INFER
                 ),
                 Route("/v2/{rest:path}", no_such_route, methods=ANY_METHOD),  # tried last
             ]
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            match = INFER_PATH.fullmatch(scope["path"])
-            if match is not None:
-                response = await self.handlers.infer_body(
-                    scope["path"],
-                    match.groupdict(),
-                    header(scope, b"content-type") or "",
-                    header(scope, codec.HEADER_LENGTH.encode()),
-                    await read_body(receive),
-                )
-                await response(scope, receive, send)
-                return
+        if scope["type"] == "http":
+            for pattern in self.infer_paths.get(scope["method"], ()):
+                match = pattern.fullmatch(scope["path"])
+                if match is not None:
+                    response = await self.handlers.infer(
+                        scope["path"],
+                        match.groupdict(),
+                        header(scope, b"content-type") or "",
+                        header(scope, HEADER_LENGTH),
+                        await read_body(receive),
+                    )
+                    await response(scope, receive, send)
+                    return
         await self.router(scope, receive, send)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import REPO_ROOT, require_tool
+from tests.helpers import REPO_ROOT, SHUTDOWN_AFTER_DEADLINE_S, require_tool
 
 OVERLAYS = ["cpu", "gpu"]
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -168,7 +168,11 @@ def test_replicas_resources_and_shutdown_budget(rendered: tuple[str, dict[str, d
     assert {"cpu", "memory"} <= set(resources["limits"])
     pre_stop = int(container(objs)["lifecycle"]["preStop"]["exec"]["command"][-1])
     graceful = int(env(objs)["CROP_YIELD_GRACEFUL_SHUTDOWN_TIMEOUT"])
-    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > pre_stop + graceful
+    # SIGTERM comes after preStop; then calls in flight on HTTP and gRPC share one deadline
+    assert (
+        spec["template"]["spec"]["terminationGracePeriodSeconds"]
+        >= pre_stop + graceful + SHUTDOWN_AFTER_DEADLINE_S
+    )
 
 
 def test_image_is_pinned(rendered: tuple[str, dict[str, dict[str, Any]]]) -> None:

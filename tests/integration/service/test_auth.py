@@ -57,7 +57,6 @@ def test_protected_endpoints_refuse_without_the_token(secured: str, authorizatio
     for method, path, body in [
         ("POST", f"{V2_MODEL}/infer", V2_BODY),
         ("GET", V2_MODEL, None),
-        ("GET", f"{V2_MODEL}/ready", None),
         ("GET", f"{V2_MODEL}/versions/anything/infer", None),
     ]:
         response = httpx.request(method, f"{secured}{path}", json=body, headers=headers)
@@ -72,7 +71,6 @@ def test_the_token_opens_them(secured: str) -> None:
     assert httpx.post(f"{secured}/predict_columns", json=COLUMNS, headers=headers).status_code == 200
     assert httpx.get(f"{secured}/metadata", headers=headers).status_code == 200
     assert httpx.post(f"{secured}{V2_MODEL}/infer", json=V2_BODY, headers=headers).status_code == 200
-    assert httpx.get(f"{secured}{V2_MODEL}/ready", headers=headers).status_code == 200
 
 
 def test_probes_metrics_and_docs_stay_open(secured: str) -> None:
@@ -85,6 +83,7 @@ def test_probes_metrics_and_docs_stay_open(secured: str) -> None:
         "/v2",
         "/v2/health/live",
         "/v2/health/ready",
+        f"{V2_MODEL}/ready",  # the protocol's probes, as over gRPC (test_grpc.py)
     ):
         assert httpx.get(f"{secured}{path}").status_code == 200, path
     spec = httpx.get(f"{secured}/docs.json").json()
@@ -94,3 +93,4 @@ def test_probes_metrics_and_docs_stay_open(secured: str) -> None:
     assert "401" in spec["paths"]["/predict"]["post"]["responses"]
     assert "401" in spec["paths"]["/v2/models/{model_name}/infer"]["post"]["responses"]
     assert "401" not in spec["paths"]["/v2/health/ready"]["get"]["responses"]
+    assert "401" not in spec["paths"]["/v2/models/{model_name}/ready"]["get"]["responses"]

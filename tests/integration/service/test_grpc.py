@@ -9,15 +9,16 @@ tritonclient.grpc runs in a subprocess (test_tritonclient_grpc_calls_the_server)
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -31,6 +32,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from devtools import grpc_requests
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
+from tests.grpc_wire import RawCall
+from tests.helpers import SHUTDOWN_AFTER_DEADLINE_S
 from tests.integration.conftest import Server, free_port, serving
 
 FEATURES = ("temperature", "rainfall", "humidity")
@@ -374,7 +377,7 @@ def test_bad_requests_are_refused_with_the_protocol_message(
     assert served.stub.ServerReady(pb.ServerReadyRequest()).ready
 
 
-def test_the_bearer_token_is_required_on_inference_not_on_health(
+def test_the_bearer_token_is_required_on_inference_not_on_the_probes(
     trained_home: tuple[Path, str], tmp_path: Path
 ) -> None:
     port = free_port()
@@ -389,6 +392,14 @@ def test_the_bearer_token_is_required_on_inference_not_on_health(
             assert len(outputs_of(answer)["apples"]) == len(ROWS)
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert health.status == health_pb2.HealthCheckResponse.SERVING
+            # the protocol's probes too, as their HTTP twins (/v2/health/*, a model's /ready, /v2)
+            assert stub.ServerLive(pb.ServerLiveRequest()).live
+            assert stub.ServerReady(pb.ServerReadyRequest()).ready
+            assert stub.ModelReady(pb.ModelReadyRequest(name="crop_yield")).ready
+            assert stub.ServerMetadata(pb.ServerMetadataRequest()).name == "crop-yield-service"
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ModelMetadata(pb.ModelMetadataRequest(name="crop_yield"))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert httpx.get(f"{server.url}/readyz").status_code == 200
 
 
@@ -481,25 +492,84 @@ def _on_port(server: Server, port: int, status: str) -> set[int]:
     }
 
 
-def test_sigterm_lets_an_in_flight_call_finish(trained_home: tuple[Path, str], tmp_path: Path) -> None:
-    port = free_port()
-    rows = (
-        np.random.default_rng(1).uniform([50, 20, 20], [110, 150, 90], size=(1_000_000, 3)).astype(np.float32)
+def _upload(server: Server, rows: int) -> tuple[socket.socket, bytes]:
+    """A /predict_columns request of ``rows`` rows whose head and first half are sent; the
+    socket and the rest of the body."""
+    values = ROWS[np.arange(rows) % len(ROWS)]
+    body = json.dumps({name: values[:, j].tolist() for j, name in enumerate(FEATURES)}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    upload = socket.create_connection((host, int(port)), timeout=30)
+    head = (
+        f"POST /predict_columns HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
     )
-    with serving(trained_home, tmp_path, grpc_port=str(port)) as server:
-        options = [("grpc.max_receive_message_length", -1)]
-        with (
-            grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel,
-            ThreadPoolExecutor(1) as pool,
-        ):
-            stub = rpc.GRPCInferenceServiceStub(channel)
-            started = time.monotonic()
-            call = pool.submit(stub.ModelInfer, infer_request(rows))  # typed contents: about a second
-            time.sleep(0.2)
+    upload.sendall(head.encode() + body[: len(body) // 2])
+    return upload, body[len(body) // 2 :]
+
+
+def _answer(upload: socket.socket) -> tuple[int, dict]:  # type: ignore[type-arg]
+    response = http.client.HTTPResponse(upload)
+    response.begin()
+    return response.status, json.loads(response.read())
+
+
+def test_sigterm_turns_health_at_once_and_calls_in_flight_on_both_transports_finish(
+    trained_home: tuple[Path, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    with serving(trained_home, tmp_path, grpc_port=str(port), graceful_shutdown_timeout="15") as server:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            upload, rest = _upload(server, 1000)
+            call = RawCall(("127.0.0.1", port), infer_request().SerializeToString())
+            call.send(len(call.payload) // 2)
+            time.sleep(0.5)  # both reach the server (proved below: they finish after it stopped taking calls)
+            signalled = time.monotonic()
             os.kill(server.process.pid, signal.SIGTERM)
-            signalled = time.monotonic() - started
-            answer = call.result(timeout=60)
-            answered = time.monotonic() - started
-            assert server.process.wait(30) == 0
-    assert answered > signalled, "the call must still be in flight when the signal arrives"
-    assert len(outputs_of(answer)["apples"]) == len(rows)
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            turned = time.monotonic() - signalled
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as fresh, pytest.raises(grpc.RpcError) as refused:
+                rpc.GRPCInferenceServiceStub(fresh).ModelInfer(infer_request(), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, "a new call after the signal"
+            upload.sendall(rest)
+            status, answered = _answer(upload)
+            assert status == 200, answered
+            assert len(answered["apples"]) == 1000
+            code, details, message = call.answer()
+            assert code == grpc.StatusCode.OK.value[0], details
+            assert len(outputs_of(pb.ModelInferResponse.FromString(message))["apples"]) == len(ROWS)
+            upload.close()
+            call.close()
+            watch.cancel()
+        assert server.process.wait(30) == 0
+    assert turned < 2, f"health turned NOT_SERVING {turned:.1f} s after SIGTERM"
+
+
+def test_calls_stuck_on_both_transports_share_one_shutdown_deadline(
+    trained_home: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The deadline the manifests' termination grace period is sized by (tests/deploy)."""
+    port = free_port()
+    grace = 5
+    settings = {"graceful_shutdown_timeout": str(grace), "body_timeout": "60", "body_rate_grace": "60"}
+    with (
+        serving(trained_home, tmp_path, grpc_port=str(port), **settings) as server,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        next(watch)  # a stream: in flight until the server ends it
+        upload, _ = _upload(server, 1000)  # never finished
+        call = RawCall(("127.0.0.1", port), infer_request().SerializeToString())
+        call.send(len(call.payload) // 2)  # never finished
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        os.kill(server.process.pid, signal.SIGTERM)
+        assert server.process.wait(30) == 0
+        took = time.monotonic() - signalled
+        upload.close()
+        call.close()
+    assert grace <= took + 0.5, f"stopped after {took:.1f} s: calls in flight did not get the grace period"
+    assert took <= grace + SHUTDOWN_AFTER_DEADLINE_S, (
+        f"stopped {took:.1f} s after SIGTERM with CROP_YIELD_GRACEFUL_SHUTDOWN_TIMEOUT={grace}"
+    )

@@ -1,18 +1,28 @@
 """Model monitoring on a served process of its own (no other test's rows in its counts):
 every prediction route counts rows outside the training range and fills the input and
-prediction histograms."""
+prediction histograms, and nothing is lost or left behind when a worker stops: the last
+second's rows at a graceful stop, a killed worker's requests in progress.
+
+The last test (a killed worker) needs the service's hooks to call
+``metrics.forget_dead_workers()`` at start-up and ``metrics.forget_this_worker()`` at shutdown."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
+import psutil
 import pytest
+from prometheus_client import CollectorRegistry, multiprocess
 
-from tests.integration.conftest import Server, serving
+from tests.integration.conftest import Server, serving, stop_service
 from tests.integration.service.test_api import _metric, as_inputs
 from tests.v2_cases import json_request
 
@@ -109,3 +119,81 @@ def test_the_metric_counts_exactly_the_rows_flagged_extrapolated(server: Server)
 
     after = wait_for_metrics(server, lambda text: all(delta(text, f) >= n for f, n in flagged.items()))
     assert {feature: delta(after, feature) for feature in INSIDE} == flagged
+
+
+def test_the_rows_of_the_last_second_before_a_shutdown_are_counted(
+    trained_home: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Monitoring flushes once a second, and once more at the worker's shutdown: rows
+    predicted just before a SIGTERM still reach the metric files."""
+    with serving(trained_home, tmp_path) as running:  # a process of its own: this test stops it
+        rows = [COLD, COLD, WET_AND_HUMID]
+        assert httpx.post(f"{running.url}/predict", json={"inputs": rows}).status_code == 200
+        stop_service(running.process)  # at once: well within the second before the next flush
+    files = tmp_path / "bentoml-home" / "prometheus_multiproc_dir"  # devtools.served.serving_home
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(files))  # type: ignore[no-untyped-call]
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("crop_yield_rows_outside_training_range_total", feature="temperature", side="below") == 2
+    assert value("crop_yield_rows_outside_training_range_total", feature="rainfall", side="above") == 1
+    assert value("crop_yield_rows_outside_training_range_total", feature="humidity", side="above") == 1
+    assert value("crop_yield_input_temperature_count") == 3
+    assert value("crop_yield_prediction_apples_count") == 3
+
+
+def in_progress(url: str) -> float:
+    """``bentoml_service_request_in_progress`` summed over its series (the scrape is not counted)."""
+    lines = httpx.get(f"{url}/metrics").text.splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("bentoml_service_request_in_progress{")
+    )
+
+
+def worker_pid(server: Server) -> int:
+    (worker,) = [
+        child
+        for child in psutil.Process(server.process.pid).children(recursive=True)
+        if "_bentoml_impl.worker.service" in child.cmdline()
+    ]
+    return int(worker.pid)
+
+
+def test_a_killed_workers_requests_in_progress_stop_counting(
+    trained_home: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A worker killed with a request in flight leaves its live gauge behind; its successor
+    drops it at start-up. At a graceful stop the worker drops its own."""
+    files = tmp_path / "bentoml-home" / "prometheus_multiproc_dir"
+    with serving(trained_home, tmp_path) as running:
+        killed = worker_pid(running)
+        address = urlsplit(running.url)
+        with socket.create_connection((address.hostname, address.port)) as held:
+            # a request in progress: its headers sent, its body still to come
+            held.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
+            deadline = time.monotonic() + 5
+            while in_progress(running.url) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert in_progress(running.url) == 1
+            os.kill(killed, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # BentoML starts another worker
+                try:
+                    if httpx.get(f"{running.url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        assert worker_pid(running) != killed
+        assert (files / f"counter_{killed}.db").is_file(), "the killed worker's counts stay"
+        assert not (files / f"gauge_livesum_{killed}.db").exists()
+        assert in_progress(running.url) == 0
+        stop_service(running.process)
+    assert not list(files.glob("gauge_live*")), "a worker stopped gracefully drops its live gauges"

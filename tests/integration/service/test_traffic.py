@@ -135,6 +135,32 @@ def test_a_slow_but_steady_upload_is_not_refused(guarded: Server) -> None:
     assert len(response.json()["apples"]) == n
 
 
+def _closed_requests(server: Server) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("bentoml_service_request_total{") and 'http_response_code="499"' in line
+    )
+
+
+def test_a_client_that_hangs_up_mid_body_is_let_go_at_once(guarded: Server) -> None:
+    """Counted 499 (nginx's "client closed request") within a moment; unanswered, it stayed
+    pending in BentoML's timeout middleware until its backstop and held a shutdown."""
+    before = _closed_requests(guarded)
+
+    async def hang_up() -> None:
+        reader = await stall(int(guarded.url.rsplit(":", 1)[1]), mid_body=True)
+        await asyncio.sleep(0.2)
+        reader.writer.close()  # type: ignore[attr-defined]
+
+    asyncio.run(hang_up())
+    deadline = time.monotonic() + 3  # well inside the body timeout and the request timeout
+    while _closed_requests(guarded) < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _closed_requests(guarded) == before + 1
+
+
 def test_a_408_names_the_deadline(guarded: Server) -> None:
     port = int(guarded.url.rsplit(":", 1)[1])
 

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from service.http.asgi import Message, Receive, Scope, Send
+from service.http.bodies import PROBATION_SHARE
+from service.http.paths import is_probe
+from service.http.traffic import RequestContext, RequestGate
 from service.inference import admission
-from service.inference.admission import BUDGETED_FROM, MemoryBudget
+from service.inference.admission import BUDGETED_FROM, MemoryBudget, Slots
 from service.observability import runtime
-from tests.unit.service.test_guards import call, gate
+from tests.unit.service.test_guards import call, gate, ok_app
 
 
 def bulk_gate(**overrides: object):  # type: ignore[no-untyped-def]
@@ -162,16 +168,42 @@ def test_the_cgroup_limit_is_read_from_v2_then_v1(
     assert runtime.container_memory_limit((tmp_path / "missing", v1)) == 1 << 30
 
 
-def test_this_process_has_a_resident_set_and_freed_memory_can_be_handed_back() -> None:
+def test_this_process_has_a_resident_set_and_freed_memory_can_be_handed_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert runtime.resident_bytes() > 10 << 20
+    assert runtime._malloc_trim() is not None  # glibc's malloc_trim, what the worker calls
+    calls: list[int] = []
+    trimming = threading.Event()
+
+    def trim(pad: int) -> int:  # stands in for malloc_trim: records, then holds the thread
+        calls.append(pad)
+        trimming.wait(5)
+        return 1
 
     async def scenario() -> None:
         runtime.return_freed_memory_soon()
         runtime.return_freed_memory_soon()  # one at a time: the second is a no-op
-        assert len(runtime._trimming) <= 1
+        assert len(runtime._trimming) == 1
+        trimming.set()
+        await asyncio.gather(*runtime._trimming)
+        await asyncio.sleep(0)  # the done callback forgets the finished trim
+        assert not runtime._trimming
+        runtime.return_freed_memory_soon()  # done: the next one runs
         await asyncio.gather(*runtime._trimming)
 
+    real = runtime._malloc_trim
+    monkeypatch.setattr(runtime, "_malloc_trim", lambda: trim)
     asyncio.run(scenario())
+    assert calls == [0, 0]  # the whole free heap handed back (no padding kept), twice in all
+    monkeypatch.setattr(runtime, "_malloc_trim", real)
+
+    async def for_real() -> None:  # glibc's own, in a thread
+        runtime.return_freed_memory_soon()
+        assert len(runtime._trimming) == 1
+        await asyncio.gather(*runtime._trimming)
+
+    asyncio.run(for_real())
 
 
 def test_the_gate_reserves_bulk_bodies_and_answers_503_when_the_budget_stays_taken(trims: list[int]) -> None:
@@ -199,3 +231,208 @@ def test_without_a_budget_the_gate_admits_everything() -> None:
     bulk = {"content-length": str(BUDGETED_FROM), "content-type": "application/json"}
     assert call(bulk_gate(), body=[b"x" * BUDGETED_FROM], headers=bulk)[0] == 200
     assert call(bulk_gate(budget=MemoryBudget(None, 0)), body=[b"x" * BUDGETED_FROM], headers=bulk)[0] == 200
+
+
+# Slow declared bodies (service.http.traffic's module docstring): a body whose Content-Length
+# is budgeted holds its reservation only while it keeps pace with the request deadline.
+DECLARED = 2 * BUDGETED_FROM
+"""What the trickling clients declare; three of their reservations fill the budget."""
+PACE_GRACE_S = 0.2
+
+
+def paced_gate(
+    budget: MemoryBudget, app: Callable[[Scope, Receive, Send], object] = ok_app, body_timeout: float = 1.0
+) -> RequestContext:
+    """The gate behind the request deadline (5 s), as served, with a short pace grace."""
+    guarded = RequestGate(
+        app,  # type: ignore[arg-type]
+        max_bytes=8 * BUDGETED_FROM,
+        body_timeout=body_timeout,
+        slots=Slots(16),
+        exempt=is_probe,
+        budget=budget,
+        pace_grace=PACE_GRACE_S,
+    )
+    return RequestContext(guarded, timeout=5.0)
+
+
+def chunk(body: bytes, more: bool = True) -> Message:
+    return {"type": "http.request", "body": body, "more_body": more}
+
+
+def trickling(lead: int, every_s: float = 0.3) -> Receive:
+    """A client that sends ``lead`` bytes at once, then a byte every ``every_s`` s (inside the
+    1 s inactivity limit), for ever."""
+    first = True
+
+    async def receive() -> Message:
+        nonlocal first
+        if first and lead:
+            first = False
+            return chunk(b" " * lead)
+        await asyncio.sleep(every_s)
+        return chunk(b" ")
+
+    return receive
+
+
+def in_pieces(body: bytes, pieces: int, every_s: float, seen: Callable[[], None] = lambda: None) -> Receive:
+    """A client that sends ``body`` in ``pieces`` pieces ``every_s`` s apart (the first at once),
+    calling ``seen`` before each."""
+    size = -(-len(body) // pieces)
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+
+    async def receive() -> Message:
+        seen()
+        if len(parts) < pieces:
+            await asyncio.sleep(every_s)
+        part = parts.pop(0)
+        return chunk(part, more=bool(parts))
+
+    return receive
+
+
+async def post(app: RequestContext, receive: Receive, declared: int) -> tuple[int, float]:
+    """One POST through ``app``: its status and the seconds until answered."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    statuses: list[int] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    headers = [(b"content-length", str(declared).encode()), (b"content-type", b"application/json")]
+    scope = {"type": "http", "method": "POST", "path": "/predict_columns", "headers": headers}
+    await app(scope, receive, send)
+    return statuses[0], loop.time() - started
+
+
+def three_trickler_budget() -> MemoryBudget:
+    """Room for three trickling clients' reservations, and then none for an honest 1 MiB body
+    (which today's code made wait the whole CROP_YIELD_MEMORY_WAIT, 3 s here, then 503)."""
+    return MemoryBudget(3 * MemoryBudget.cost_of(DECLARED), wait_s=3.0)
+
+
+@pytest.mark.parametrize(
+    "lead",
+    [
+        pytest.param(0, id="trickling from the first byte: never reserved"),
+        pytest.param(DECLARED // PROBATION_SHARE, id="a first share at once, then trickling: released"),
+    ],
+)
+def test_trickling_declared_bodies_do_not_hold_the_budget_from_an_honest_bulk_body(
+    trims: list[int], lead: int
+) -> None:
+    async def scenario() -> None:
+        budget = three_trickler_budget()
+        app = paced_gate(budget)
+        tricklers = [asyncio.create_task(post(app, trickling(lead), DECLARED)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        if lead:  # through probation: the three hold the whole budget, until they fall behind
+            assert budget.reserved == budget.budget_bytes
+        else:  # their first share never came: nothing reserved, however many they are
+            assert budget.reserved == 0
+        honest = b" " * BUDGETED_FROM
+        status, took = await post(app, in_pieces(honest, 4, 0.0), len(honest))
+        assert status == 200
+        # Admitted as soon as the tricklers fell behind (the grace, 0.2 s, after they were
+        # admitted); a generous bound for a loaded machine, far below the 3 s wait and 503
+        # that tricklers holding their reservations cause.
+        assert took < 1.5, f"the honest body waited {took:.2f} s"
+        assert budget.reserved == 0  # the honest body's reservation is back; the tricklers hold none
+        assert not any(t.done() for t in tricklers)  # still trickling: nothing refused them
+        for task in tricklers:
+            task.cancel()
+        await asyncio.gather(*tricklers, return_exceptions=True)
+        assert budget.reserved == 0
+        assert not budget._waiting
+
+    asyncio.run(scenario())
+
+
+def test_a_body_falling_behind_gives_its_reservation_back_at_once_waking_the_queue(trims: list[int]) -> None:
+    """A body that stalls after its first share (inside the inactivity limit, 3 s here) is
+    released on the timer, not when its next bytes come; a queued reservation is admitted then."""
+
+    async def scenario() -> None:
+        budget = MemoryBudget(MemoryBudget.cost_of(DECLARED), wait_s=3.0)
+        app = paced_gate(budget, body_timeout=3.0)
+        loop = asyncio.get_running_loop()
+        stalled = asyncio.create_task(
+            post(app, trickling(DECLARED // PROBATION_SHARE, every_s=2.5), DECLARED)
+        )
+        await asyncio.sleep(0.05)
+        assert budget.reserved == budget.budget_bytes
+        queued_at = loop.time()
+        waiter = asyncio.create_task(budget.reserve(budget.budget_bytes or 0))
+        assert await waiter
+        woken = loop.time() - queued_at
+        assert PACE_GRACE_S - 0.1 < woken < 1.5, f"woken after {woken:.2f} s"  # before its next byte (2.5 s)
+        assert not stalled.done()
+        stalled.cancel()
+        await asyncio.gather(stalled, return_exceptions=True)
+        assert budget.reserved == budget.budget_bytes  # the waiter's, not given back twice
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_body_on_course_for_the_deadline_keeps_its_reservation(trims: list[int]) -> None:
+    """2 MiB in ten pieces 0.15 s apart: 1.35 s, far slower than a local client, but on
+    course to finish within the 5 s deadline; reserved from its first share to its answer."""
+
+    async def scenario() -> None:
+        budget = three_trickler_budget()
+        held: list[int] = []
+        answered_with: list[int] = []
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            answered_with.append(budget.reserved)
+            await ok_app(scope, receive, send)
+
+        body = b" " * DECLARED
+        reading = in_pieces(body, 10, 0.15, seen=lambda: held.append(budget.reserved))
+        status, took = await post(paced_gate(budget, app), reading, len(body))
+        assert status == 200
+        assert took > 1.2
+        cost = MemoryBudget.cost_of(DECLARED)
+        assert held[1:] == [cost] * 9  # reserved after its first piece (its probation) until read
+        assert answered_with == [cost]
+        assert budget.reserved == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_body_that_fell_behind_is_still_answered_reserving_once_read(
+    trims: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its first share, then a pause (0.6 s, inside the inactivity limit, past the grace): its
+    reservation goes back while it waits; once the rest arrives it reserves its cost again,
+    as a body without Content-Length does, and is answered."""
+
+    async def scenario() -> None:
+        budget = three_trickler_budget()
+        during_pause: list[int] = []
+        answered_with: list[int] = []
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            answered_with.append(budget.reserved)
+            await ok_app(scope, receive, send)
+
+        parts = [b" " * (DECLARED // PROBATION_SHARE), b" " * (DECLARED - DECLARED // PROBATION_SHARE)]
+
+        async def receive() -> Message:
+            if len(parts) == 1:
+                await asyncio.sleep(0.6)
+                during_pause.append(budget.reserved)
+            part = parts.pop(0)
+            return chunk(part, more=bool(parts))
+
+        assert (await post(paced_gate(budget, app), receive, DECLARED))[0] == 200
+        assert during_pause == [0]
+        assert answered_with == [MemoryBudget.cost_of(DECLARED)]
+        assert budget.reserved == 0
+
+    with caplog.at_level("INFO", logger="crop_yield.traffic"):
+        asyncio.run(scenario())
+    assert any("fell behind" in r.getMessage() for r in caplog.records)

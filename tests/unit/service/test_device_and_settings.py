@@ -1,9 +1,16 @@
-"""Device resolution and the Settings object."""
+"""Device resolution and the Settings object.
+
+No test depends on the host: each sees a fake root without NVIDIA device nodes
+(``device.DEVICE_ROOT``), a torch without CUDA and no ``CROP_YIELD_*`` variables unless it
+sets up otherwise.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +19,26 @@ from pydantic import ValidationError
 from service.inference import device
 from service.inference.device import DeviceUnavailableError, resolve_device, wants_gpu
 from service.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fake root the node lookup sees (no /dev/nvidia* until a test creates them), and
+    no CROP_YIELD_* settings from this host's environment."""
+    root = tmp_path / "host"
+    (root / "dev").mkdir(parents=True)
+    monkeypatch.setattr(device, "DEVICE_ROOT", root)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in list(os.environ):
+        if name.startswith("CROP_YIELD_"):
+            monkeypatch.delenv(name)
+    return root
+
+
+def with_nodes(root: Path, *names: str) -> Path:
+    for name in names:
+        (root / "dev" / name).touch()
+    return root
 
 
 @pytest.mark.parametrize(
@@ -33,8 +60,12 @@ def test_cuda_without_cuda_is_an_error_not_a_silent_fallback() -> None:
         resolve_device("cuda", cuda_available=False)
 
 
-def test_resolve_device_uses_torch_by_default() -> None:
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+@pytest.mark.parametrize(("cuda", "expected"), [(False, "cpu"), (True, "cuda")])
+def test_resolve_device_asks_torch_by_default(
+    monkeypatch: pytest.MonkeyPatch, cuda: bool, expected: str
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert resolve_device("auto") == torch.device(expected)
 
 
 def test_defaults() -> None:
@@ -68,29 +99,61 @@ def test_invalid_environment_is_rejected(monkeypatch: pytest.MonkeyPatch, name: 
         Settings()
 
 
-def test_gpu_is_declared_only_for_cuda() -> None:
+@pytest.mark.parametrize(
+    ("nodes", "cuda", "auto_wants_gpu"),
+    [((), False, False), (("nvidiactl", "nvidia0"), False, False), (("nvidiactl", "nvidia0"), True, True)],
+)
+def test_gpu_is_declared_only_for_cuda(
+    host: Path, monkeypatch: pytest.MonkeyPatch, nodes: tuple[str, ...], cuda: bool, auto_wants_gpu: bool
+) -> None:
+    with_nodes(host, *nodes)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     assert wants_gpu("cuda")
     assert not wants_gpu("cpu")
-    assert wants_gpu("auto") == torch.cuda.is_available()
+    assert wants_gpu("auto") == auto_wants_gpu
 
 
-def test_cuda_is_asked_of_torch_only_where_a_gpu_can_be(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(device.glob, "glob", lambda pattern: [])
+def test_the_device_nodes_are_looked_up_under_the_root(host: Path) -> None:
+    assert device.gpu_device_nodes() == []
+    with_nodes(host, "nvidia-uvm", "nvidia-modeset", "nvidia-caps", "null")  # not a GPU's nodes
+    assert device.gpu_device_nodes() == []
+    with_nodes(host, "nvidia1", "nvidia0", "nvidiactl", "dxg")
+    expected = [host / "dev" / name for name in ("dxg", "nvidia0", "nvidia1", "nvidiactl")]
+    assert device.gpu_device_nodes() == expected
+
+
+@pytest.mark.parametrize("node", ["nvidiactl", "nvidia0", "nvidia12", "dxg"])
+def test_cuda_is_asked_of_torch_only_where_a_gpu_can_be(
+    host: Path, monkeypatch: pytest.MonkeyPatch, node: str
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: pytest.fail("torch was asked"))
     assert not device.cuda_available()
-    monkeypatch.setattr(device.glob, "glob", lambda pattern: ["/dev/nvidiactl"])
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with_nodes(host, "nvidia-uvm")
+    assert not device.cuda_available()
+    with_nodes(host, node)
+    asked: list[str] = []
+
+    def available() -> bool:
+        asked.append("is_available")
+        return True
+
+    monkeypatch.setattr(torch.cuda, "is_available", available)
     assert device.cuda_available()
+    assert asked == ["is_available"]
     with pytest.raises(DeviceUnavailableError):
         device.check_device("cuda", cuda=False)
     device.check_device("auto", cuda=False)
 
 
-def test_the_serving_process_and_start_up_checks_import_no_torch() -> None:
+def test_the_serving_process_and_start_up_checks_import_no_torch(host: Path) -> None:
     """``bentoml serve``'s own process imports the service module and runs the start-up
-    checks before any worker; torch (3 s of start-up) is the workers' alone."""
+    checks before any worker; torch (3 s of start-up) is the workers' alone, on a host
+    without NVIDIA device nodes (the subprocess looks under the fake root, whatever this
+    host has; with nodes it asks torch about CUDA, by design)."""
     code = (
-        "import sys, service.service, service.inference.preflight as p; "
+        "import pathlib, sys, service.inference.device as d; "
+        f"d.DEVICE_ROOT = pathlib.Path({str(host)!r}); "
+        "import service.service, service.inference.preflight as p; "
         "p.problem(service.service.settings); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )

@@ -1,5 +1,5 @@
-"""gRPC admission (service.grpc.admission) in one event loop with a real grpc.aio server on
-localhost, its RPCs guarded as the worker's are (service.grpc.server.guarded_servicer):
+"""gRPC admission (service.grpc.layers) in one event loop with a real grpc.aio server on
+localhost, its RPCs guarded as the worker's are (service.grpc.server.inference_handler):
 the worker's slots, shared with the HTTP gate, and its memory budget; the deadline; and
 UNAVAILABLE before the model is loaded. The
 servicer here holds ModelInfer until released, so calls in progress are under the test's
@@ -17,13 +17,12 @@ import pytest
 
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
-from service.grpc.admission import Admission
-from service.grpc.server import guarded_servicer
+from service.grpc.server import inference_handler
 from service.grpc.servicer import InferenceServicer
 from service.http.asgi import Message, Scope
 from service.http.paths import is_probe
 from service.http.traffic import RequestGate
-from service.inference.admission import BUDGETED_FROM, MemoryBudget, Slots
+from service.inference.admission import BUDGETED_FROM, COST_PER_BODY_BYTE, MemoryBudget, Slots
 from service.inference.dataplane import DataPlane
 from service.settings import Settings
 
@@ -51,8 +50,7 @@ async def serving(
 ) -> AsyncIterator[tuple[rpc.GRPCInferenceServiceStub, Held]]:
     held = Held()
     server = grpc.aio.server()
-    guarded = guarded_servicer(servicer or held, Admission(slots, budget), None, timeout=timeout)
-    rpc.add_GRPCInferenceServiceServicer_to_server(guarded, server)  # type: ignore[no-untyped-call]
+    server.add_generic_rpc_handlers((inference_handler(servicer or held, slots, budget, None, timeout),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -143,19 +141,19 @@ def test_large_messages_reserve_memory_and_wait_for_it() -> None:
     async def scenario() -> None:
         budget = MemoryBudget(budget_bytes=BUDGETED_FROM, wait_s=0.2)
         bulk = pb.ModelInferRequest(model_name="m", raw_input_contents=[b"\0" * BUDGETED_FROM])
+        # on the wire: model_name (tag, length, "m") and one raw entry (tag, a 3-byte varint length)
+        wire = 3 + 1 + 3 + BUDGETED_FROM
         async with serving(Slots(8), budget) as (stub, held):
             assert await budget.reserve(1)  # another bulk call holds the budget
             error = await refusal(stub.ModelInfer(bulk))
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert f"a {bulk.ByteSize()}-byte message waited 0.2 s (CROP_YIELD_MEMORY_WAIT)" in (
-                error.details() or ""
-            )
+            assert f"a {wire}-byte message waited 0.2 s (CROP_YIELD_MEMORY_WAIT)" in (error.details() or "")
             small = asyncio.ensure_future(stub.ModelInfer(pb.ModelInferRequest(model_name="m")))
             await until(lambda: held.started == 1)  # small messages are not budgeted
             budget.release(1)
             waiting = asyncio.ensure_future(stub.ModelInfer(bulk))
             await until(lambda: held.started == 2)
-            assert budget.reserved == budget.cost_of(bulk.ByteSize())
+            assert budget.reserved == wire * COST_PER_BODY_BYTE
             held.release.set()
             await asyncio.gather(small, waiting)
             assert budget.reserved == 0

@@ -164,6 +164,26 @@ def test_the_request_deadline_answers_504_with_the_request_id() -> None:
     assert json.loads(body)["error"] == "timeout"
 
 
+def test_a_client_that_leaves_mid_body_is_answered_499_so_nothing_waits_for_an_answer() -> None:
+    sent: list[Message] = []
+    parts: list[Message] = [
+        {"type": "http.request", "body": b"{", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return parts.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+    asyncio.run(RequestContext(gate(), timeout=1)(scope, receive, send))  # type: ignore[arg-type]
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[0]["status"] == 499  # what request metrics count; the client reads nothing
+    assert json.loads(sent[1]["body"])["error"] == "client closed request"
+
+
 def test_auth_json_only_and_unroutable_paths() -> None:
     auth = BearerAuth(ok_app, token="t0k", protects=is_protected)
     assert call(auth, headers={"authorization": "Bearer t0k"})[0] == 200

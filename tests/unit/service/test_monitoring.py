@@ -1,15 +1,22 @@
-"""Monitoring counts without a server: buckets, out-of-range counts, and the bulk histogram
-update against prometheus_client's own ``observe``."""
+"""Monitoring counts without a server: buckets, out-of-range counts, the bulk histogram
+update against prometheus_client's own ``observe``, and the data plane's last flush."""
 
 from __future__ import annotations
 
-import itertools
+import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from prometheus_client import CollectorRegistry, Histogram
 
+from contract import FEATURE_NAMES, TARGET_NAMES
+from contract.metadata import ModelMetadata
+from service.inference.dataplane import DataPlane
+from service.inference.model import LinearModel
 from service.inference.training_range import TrainingBox
+from service.observability import monitoring
 from service.observability.monitoring import (
     Monitor,
     add_observations,
@@ -17,11 +24,23 @@ from service.observability.monitoring import (
     target_ranges,
     training_ranges,
 )
+from service.settings import Settings
 from training.pipeline import TrainOptions, train
 
 FEATURES = [(68.0, 103.0), (43.0, 135.0), (36.0, 71.0)]
 WEIGHT = np.array([[0.4, 0.9, 0.6], [-0.2, 0.8, 1.1]])
 BIAS = np.array([1.0, -2.0])
+TARGETS = [(88.5, 206.3), (51.4, 170.5)]
+"""``target_ranges(WEIGHT, BIAS, FEATURES)`` by hand. Apples (all weights positive): lowest
+at the box's lowest corner, 0.4·68 + 0.9·43 + 0.6·36 + 1 = 88.5, highest at its highest,
+0.4·103 + 0.9·135 + 0.6·71 + 1 = 206.3. Oranges (negative temperature weight): lowest at
+(103, 43, 36), -0.2·103 + 0.8·43 + 1.1·36 - 2 = 51.4, highest at (68, 135, 71),
+-0.2·68 + 0.8·135 + 1.1·71 - 2 = 170.5."""
+
+
+@pytest.fixture(scope="module")
+def seed_004_metadata() -> ModelMetadata:
+    return train(TrainOptions(save=False)).metadata  # seed 004's data: FEATURES are its ranges
 
 
 def test_bucket_bounds_span_the_training_range_and_half_a_range_either_side() -> None:
@@ -32,21 +51,24 @@ def test_bucket_bounds_span_the_training_range_and_half_a_range_either_side() ->
 
 
 def test_target_ranges_are_the_extremes_over_the_training_box() -> None:
-    grid = np.array(list(itertools.product(*(np.linspace(lo, hi, 9) for lo, hi in FEATURES))))
-    predictions = grid @ WEIGHT.T + BIAS
-    expected = list(zip(predictions.min(axis=0), predictions.max(axis=0), strict=True))
-    np.testing.assert_allclose(target_ranges(WEIGHT, BIAS, FEATURES), expected)
+    np.testing.assert_allclose(target_ranges(WEIGHT, BIAS, FEATURES), TARGETS, rtol=1e-12)
 
 
-def test_training_ranges_come_from_the_entry_metadata() -> None:
-    metadata = train(TrainOptions(save=False)).metadata  # seed 004's data
-    features, targets = training_ranges(metadata, WEIGHT, BIAS)
+def test_each_target_takes_the_corners_its_weight_signs_pick() -> None:
+    weight = np.array([[1.0, -1.0, 0.0], [0.0, 0.0, 0.0]])
+    # first target: lowest at (low, high) = 68 - 135 = -67, highest at (high, low) = 103 - 43 = 60
+    ranges = target_ranges(weight, np.array([0.0, 5.0]), FEATURES)
+    np.testing.assert_allclose(ranges, [(-67.0, 60.0), (5.0, 5.0)], rtol=1e-12)
+
+
+def test_training_ranges_come_from_the_entry_metadata(seed_004_metadata: ModelMetadata) -> None:
+    features, targets = training_ranges(seed_004_metadata, WEIGHT, BIAS)
     assert features == [(68.0, 103.0), (43.0, 135.0), (36.0, 71.0)]
-    assert targets == target_ranges(WEIGHT, BIAS, features)
+    np.testing.assert_allclose(targets, TARGETS, rtol=1e-12)
 
 
 def test_observe_counts_rows_outside_the_range_and_fills_buckets() -> None:
-    monitor = Monitor(FEATURES, target_ranges(WEIGHT, BIAS, FEATURES), TrainingBox(FEATURES))
+    monitor = Monitor(FEATURES, TARGETS, TrainingBox(FEATURES))
     rows = np.array([[68.0, 43.0, 36.0], [67.9, 200.0, 50.0], [110.0, 20.0, 80.0]], dtype=np.float32)
     outputs = np.asarray(rows @ WEIGHT.T + BIAS, dtype=np.float32)
     monitor.observe(rows[:2], outputs[:2])
@@ -91,7 +113,7 @@ def test_bulk_update_equals_prometheus_observe() -> None:
 
 
 def test_the_few_rows_path_counts_exactly_as_the_vectorized_one() -> None:
-    ranges = target_ranges(WEIGHT, BIAS, FEATURES)
+    ranges = TARGETS
     rng = np.random.default_rng(1)
     rows = rng.uniform([40, 0, 0], [130, 200, 100], size=(200, 3)).astype(np.float32)
     rows[:3] = [[68.0, 100.0, 36.0], [103.0, 135.0, 50.0], [50.5, 0.0, 100.0]]  # features on bounds
@@ -106,3 +128,54 @@ def test_the_few_rows_path_counts_exactly_as_the_vectorized_one() -> None:
     np.testing.assert_array_equal(a.below, b.below)
     np.testing.assert_array_equal(a.above, b.above)
     np.testing.assert_allclose(a.sums, b.sums, rtol=1e-9)
+
+
+def test_stopping_the_data_plane_flushes_the_rows_of_the_last_second(
+    seed_004_metadata: ModelMetadata, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows predicted after the last once-a-second flush reach the metrics at shutdown."""
+    registry = CollectorRegistry()
+
+    class Sink(monitoring.PrometheusSink):  # its own registry; no tick within the test
+        def __init__(self, monitor: Monitor) -> None:
+            super().__init__(monitor, registry)
+
+        async def run(self, every_s: float = 3600.0) -> None:
+            await super().run(every_s)
+
+    monkeypatch.setattr(monitoring, "PrometheusSink", Sink)
+    model = LinearModel(
+        tag="crop_yield:flush",
+        weight=torch.tensor(WEIGHT, dtype=torch.float32),
+        bias=torch.tensor(BIAS, dtype=torch.float32),
+        device=torch.device("cpu"),
+        metadata=seed_004_metadata,
+        created_at="",
+    )
+    plane = DataPlane(Settings(monitoring=True, batching=True))
+    plane.load(model)
+    cold = np.array([[40.0, 90.0, 50.0], [50.0, 90.0, 50.0]], dtype=np.float32)  # below 68 °F
+    wet = np.array([[80.0, 300.0, 50.0]], dtype=np.float32)  # above 135 mm
+
+    def value(name: str, **labels: str) -> Any:
+        return registry.get_sample_value(name, labels)
+
+    async def scenario() -> None:
+        plane.start()
+        await plane.predict(cold, "predict")  # through the batcher
+        await plane.predict(wet, "predict_columns", batch=False)  # straight to the model
+        assert value("crop_yield_input_temperature_count") == 0, "nothing flushed before the stop"
+        plane.stop()
+
+    asyncio.run(scenario())
+    assert value("crop_yield_rows_outside_training_range_total", feature="temperature", side="below") == 2
+    assert value("crop_yield_rows_outside_training_range_total", feature="rainfall", side="above") == 1
+    assert value("crop_yield_rows_outside_training_range_total", feature="humidity", side="below") is None
+    histograms = [f"input_{f}" for f in FEATURE_NAMES] + [f"prediction_{t}" for t in TARGET_NAMES]
+    for name in histograms:
+        assert value(f"crop_yield_{name}_count") == 3, name
+    assert value("crop_yield_input_temperature_sum") == pytest.approx(40 + 50 + 80)
+    apples = (np.vstack([cold, wet]) @ WEIGHT.T + BIAS)[:, 0].sum()
+    assert value("crop_yield_prediction_apples_sum") == pytest.approx(apples, rel=1e-6)
+    plane.stop()  # a second stop adds nothing
+    assert value("crop_yield_input_temperature_count") == 3

@@ -67,21 +67,48 @@ def test_declared_routes_start_at_zero_so_rate_has_a_first_point() -> None:
         )
 
 
+def svc_series(name: str) -> dict[tuple[str, str], float]:
+    """Every sample ``name`` of the service "svc": {(endpoint, status): value}."""
+    return {
+        (s.labels["endpoint"], s.labels["http_response_code"]): s.value
+        for family in REGISTRY.collect()
+        for s in family.samples
+        if s.name == name and s.labels.get("service_name") == "svc"
+    }
+
+
+def counted_since(before: dict[tuple[str, str], float], name: str) -> dict[tuple[str, str], float]:
+    """What each (endpoint, status) series of "svc" gained since ``before`` (the unchanged left out)."""
+    after = svc_series(name)
+    return {
+        key: value - before.get(key, 0.0) for key, value in after.items() if value != before.get(key, 0.0)
+    }
+
+
 def test_unknown_paths_cannot_grow_the_series_without_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    total, timed = "bentoml_service_request_total", "bentoml_service_request_duration_seconds_count"
     middleware = RequestMetrics(answers(404), service_name="svc", routes=())
-    before = sample("bentoml_service_request_total", "unmatched", 404)
+    before_total, before_timed = svc_series(total), svc_series(timed)
     for n in range(5):
         call(middleware, path=f"/scan/{n}", method="GET")
-    assert sample("bentoml_service_request_total", "unmatched", 404) == before + 5
-    assert sample("bentoml_service_request_total", "/scan/0", 404) == 0
+    assert counted_since(before_total, total) == {("unmatched", "404"): 5}
+    assert counted_since(before_timed, timed) == {("unmatched", "404"): 5}
+    assert not any(endpoint.startswith("/scan") for endpoint, _ in svc_series(total))
 
     monkeypatch.setattr(request_metrics, "MAX_ENDPOINTS", 2)
     capped = RequestMetrics(ok_app, service_name="svc", routes=())
-    other = sample("bentoml_service_request_total", "other", 200)
+    before_total, before_timed = svc_series(total), svc_series(timed)
     for path in ("/a", "/b", "/c", "/d", "/a"):
         call(capped, path=path, method="GET")
-    assert sample("bentoml_service_request_total", "/a", 200) >= 2
-    assert sample("bentoml_service_request_total", "other", 200) == other + 2  # /c and /d
+    # the first two paths get series of their own; the rest count as "other"
+    expected = {("/a", "200"): 2, ("/b", "200"): 1, ("other", "200"): 2}
+    assert counted_since(before_total, total) == expected
+    assert counted_since(before_timed, timed) == expected
+    assert not {("/c", "200"), ("/d", "200")} & svc_series(total).keys()
+    labels = {"service_name": "svc", "service_version": "not available", "runner_name": "svc"}
+    assert REGISTRY.get_sample_value(total, {**labels, "endpoint": "/a", "http_response_code": "200"}) == (
+        before_total.get(("/a", "200"), 0.0) + 2
+    )
 
 
 def test_a_failing_app_counts_as_500_and_the_error_propagates() -> None:

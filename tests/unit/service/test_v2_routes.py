@@ -112,6 +112,50 @@ def test_other_paths_and_methods(client: AppClient) -> None:
     assert client.delete("/v2/health/live").status_code == 405
 
 
+INFER_PATHS = ["/v2/models/crop_yield/infer", "/v2/models/crop_yield/versions/v1/infer"]
+
+
+@pytest.mark.parametrize("path", INFER_PATHS)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE"])
+def test_other_methods_on_infer_get_the_protocols_405(client: AppClient, method: str, path: str) -> None:
+    wrong = client.request(method, path)
+    assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST")
+    assert wrong.headers["content-type"] == "application/json"
+    if method != "HEAD":
+        assert wrong.json() == {"error": f"method not allowed: {method} is not allowed here; use POST"}
+    answer = client.post(path, content=ONE_ROW)
+    assert answer.status_code == 200
+    assert answer.json()["model_name"] == "crop_yield"
+
+
+def concrete(path: str) -> str:
+    return path.replace("{model_name}", "crop_yield").replace("{version}", "v1")
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=lambda op: f"{op.method} {op.path}")
+def test_each_route_of_the_table_is_answered_by_the_handler_it_names(
+    monkeypatch: pytest.MonkeyPatch, op: Any
+) -> None:
+    called: list[str] = []
+    for name in {o.handler for o in OPERATIONS}:
+        original = getattr(routes.V2Routes, name)
+
+        async def spy(*args: Any, _name: str = name, _original: Any = original) -> Any:
+            called.append(_name)
+            return await _original(*args)
+
+        monkeypatch.setattr(routes.V2Routes, name, spy)
+    response = AppClient(FakePlane()).request(op.method, concrete(op.path), content=ONE_ROW)
+    assert response.status_code == 200
+    assert called == [op.handler]
+
+
+def test_the_handlers_are_the_tables() -> None:
+    """No handler the route table does not name (one would never run)."""
+    public = {name for name, value in vars(routes.V2Routes).items() if callable(value) and name[0] != "_"}
+    assert public == {op.handler for op in OPERATIONS}
+
+
 def test_openapi_describes_every_route() -> None:
     document = v2_openapi()
     described = {(path, method.upper()) for path, item in document["paths"].items() for method in item}

@@ -1,0 +1,105 @@
+"""Live gauges across worker restarts, on real multiprocess files.
+
+Each "worker" is a small Python process in prometheus_client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR`` set before it imports prometheus_client, as ``bentoml serve``
+does for its workers) with a ``livesum`` gauge like ``bentoml_service_request_in_progress``
+and a counter; the files are aggregated as ``/metrics`` does (``MultiProcessCollector``).
+The test process itself stays out of multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, multiprocess
+
+from service.observability import metrics
+from tests.helpers import REPO_ROOT
+
+WORKER = """
+import os, sys
+from prometheus_client import Counter, Gauge
+
+in_flight = int(sys.argv[1])
+Gauge("in_progress", "Requests being answered now", multiprocess_mode="livesum").inc(in_flight)
+Counter("answered", "Requests answered").inc(10)
+print(os.getpid(), flush=True)
+for line in sys.stdin:
+    if line.strip() == "shutdown":
+        from service.observability import metrics
+
+        metrics.forget_this_worker()
+        print("gone", flush=True)
+        break
+"""
+
+
+@contextmanager
+def worker(directory: Path, in_flight: int) -> Iterator[subprocess.Popen[str]]:
+    """A worker holding ``in_flight`` requests in progress, until stopped or killed."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(in_flight)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert int(process.stdout.readline()) == process.pid
+        yield process
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def aggregated(directory: Path, name: str) -> float | None:
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    return registry.get_sample_value(name)
+
+
+@pytest.fixture
+def multiproc_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """What ``bentoml serve`` hands its workers; set here only for the functions under test."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_a_killed_workers_in_progress_requests_stop_counting_at_the_next_start(multiproc_dir: Path) -> None:
+    with worker(multiproc_dir, 3) as killed, worker(multiproc_dir, 1) as running:
+        killed.send_signal(signal.SIGKILL)  # no shutdown hook: its gauge file stays behind
+        killed.communicate()
+        assert aggregated(multiproc_dir, "in_progress") == 4
+        assert metrics.forget_dead_workers() == [killed.pid]
+        assert aggregated(multiproc_dir, "in_progress") == 1  # the running worker's only
+        assert aggregated(multiproc_dir, "answered_total") == 20, "a dead worker's counts stay"
+        assert metrics.forget_dead_workers() == []
+        assert (multiproc_dir / f"gauge_livesum_{running.pid}.db").is_file()
+        assert (multiproc_dir / f"counter_{killed.pid}.db").is_file()
+
+
+def test_a_worker_stopped_gracefully_drops_its_own_live_gauges(multiproc_dir: Path) -> None:
+    with worker(multiproc_dir, 2) as stopped, worker(multiproc_dir, 1):
+        assert aggregated(multiproc_dir, "in_progress") == 3
+        assert stopped.stdin is not None
+        assert stopped.stdout is not None
+        stopped.stdin.write("shutdown\n")
+        stopped.stdin.flush()
+        assert stopped.stdout.readline().strip() == "gone"
+        assert aggregated(multiproc_dir, "in_progress") == 1
+        assert aggregated(multiproc_dir, "answered_total") == 20
+
+
+def test_outside_multiprocess_mode_there_is_nothing_to_forget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    assert metrics.forget_dead_workers() == []
+    metrics.forget_this_worker()
