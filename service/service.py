@@ -139,12 +139,15 @@ class CropYieldService:
         metrics.memory_budget().set(memory_budget.budget_bytes or 0)
         if settings.grpc_port:
             token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
-            address = f"{settings.host}:{settings.grpc_port}"
             handler = inference_handler(
                 InferenceServicer(self.plane), slots, memory_budget, token, settings.request_timeout
             )
             self._grpc = GrpcServer(
-                self.plane, handler, address, settings.max_body_bytes, reuse_port=settings.workers > 1
+                self.plane,
+                handler,
+                settings.grpc_address,
+                settings.max_body_bytes,
+                reuse_port=settings.workers > 1,
             )
             await self._grpc.start()
         _on_termination(self._begin_shutdown)
@@ -249,6 +252,9 @@ def _on_termination(begin: Callable[[], None]) -> None:
             loop.call_soon_threadsafe(begin)
             if callable(previous):
                 previous(signum, frame)
+            elif previous != signal.SIG_IGN:  # the default action: end the process, as before
+                signal.signal(signum, signal.SIG_DFL)
+                signal.raise_signal(signum)
 
         signal.signal(sig, handler)
 

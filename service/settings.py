@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         description="text, or json: one object per line (time, level, request id, route, status, message)",
     )
 
+    @property
+    def grpc_address(self) -> str:
+        """Where gRPC listens, as grpcio spells it (an IPv6 host in brackets)."""
+        host = self.host.strip("[]")
+        return f"[{host}]:{self.grpc_port}" if ":" in host else f"{host}:{self.grpc_port}"
+
     @field_validator("auth_token", mode="after")
     @classmethod
     def _empty_token_means_none(cls, token: SecretStr | None) -> SecretStr | None:

@@ -77,12 +77,16 @@ def observed(behaviour: Behaviour, route: str, method: str, timeout: float) -> B
         request_context.begin(metadata(context, "x-request-id"), route)
         started = time.perf_counter()
         code: Any = grpc.StatusCode.UNKNOWN
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 answer = await behaviour(request, context)
             code = context.code() or grpc.StatusCode.OK
             return answer
         except TimeoutError:
+            if not deadline.expired():  # raised inside, not the request deadline
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
             code = grpc.StatusCode.DEADLINE_EXCEEDED
             await context.abort(code, request_context.past_deadline(timeout))
         except asyncio.CancelledError:  # grpcio cancels the handler of an abandoned call

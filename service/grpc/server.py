@@ -18,11 +18,13 @@ import asyncio
 import logging
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
+from service.grpc.health import NOT_SERVING, SERVING, Health
+from service.grpc.health import SERVICE_NAME as HEALTH_SERVICE
 from service.grpc.layers import OPEN, admitted, authenticated, observed, sized
 from service.inference.admission import MemoryBudget, Slots
 from service.inference.dataplane import Plane
@@ -31,8 +33,6 @@ log = logging.getLogger("crop_yield.grpc")
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 INFERENCE_SERVICE = SERVICE.full_name
 READY_POLL_S = 0.2
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def inference_handler(
@@ -83,7 +83,7 @@ class GrpcServer:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", -1),
         ]
-        self.health = health.aio.HealthServicer()
+        self.health = Health(("", INFERENCE_SERVICE))
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._ready_task: asyncio.Task[None] | None = None
@@ -96,10 +96,10 @@ class GrpcServer:
         # health checking and reflection stay open (no token, no slot), like the HTTP probes
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (INFERENCE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
         )
         # Before the first connection can ask: SERVING only once the plane is ready.
-        await self._set_health(SERVING if self.plane.ready else NOT_SERVING)
+        await self.health.set(SERVING if self.plane.ready else NOT_SERVING)
         self.port = server.add_insecure_port(self.address)
         await server.start()
         self._server = server
@@ -108,14 +108,10 @@ class GrpcServer:
         log.info("gRPC (Open Inference Protocol, health, reflection) on %s", self.address)
         return self.port
 
-    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
-        for service in ("", INFERENCE_SERVICE):
-            await self.health.set(service, status)
-
     async def _serving_once_ready(self) -> None:
         while not self.plane.ready:
             await asyncio.sleep(READY_POLL_S)
-        await self._set_health(SERVING)
+        await self.health.set(SERVING)
 
     def begin_shutdown(self, grace_s: float) -> None:
         """From now: health NOT_SERVING, no new calls; calls in flight get ``grace_s``
@@ -127,7 +123,7 @@ class GrpcServer:
         self._stopping = asyncio.get_running_loop().create_task(self._shut_down(self._server, grace_s))
 
     async def _shut_down(self, server: grpc.aio.Server, grace_s: float) -> None:
-        await self.health.enter_graceful_shutdown()
+        await self.health.shut_down()  # Watch streams told, and ended: stop need not wait for them
         await server.stop(grace_s)
 
     async def stop(self, grace_s: float) -> None:

@@ -28,9 +28,10 @@ declaration is believed only while the body keeps it (``Pace``):
   the wait for the next bytes ends there. A body that falls behind gives its reservation
   back at once, which admits the next queued ones, and carries on unreserved: once all of
   it has arrived it reserves its cost as a chunked body does (a body that cannot finish
-  before the deadline would only be answered 504 anyway). Any client on course to finish
-  in time never falls behind: the requirement grows linearly from the end of the grace to
-  the whole body at the deadline, below the client's own straight line.
+  before the deadline would only be answered 504 anyway). The requirement grows linearly
+  from the end of the grace to the whole body at the deadline, below the straight line of
+  any client on course to finish in time; bytes that have reached the server but that the
+  event loop, busy with other calls, has not handed over yet count as arrived.
 
 Why both, and not a grace alone: with a grace alone, each connection that declares a large
 body would hold the budget for the grace without sending anything, so a stream of new
@@ -170,6 +171,7 @@ async def read_body(receive: Receive, limits: BodyLimits, pace: Pace | None = No
     chunks: list[bytes] = []
     size = 0
     started = last = loop.time()
+    look_again = False
     while True:
         wake = last + limits.body_timeout
         if pace is not None:
@@ -177,15 +179,24 @@ async def read_body(receive: Receive, limits: BodyLimits, pace: Pace | None = No
                 started += await pace.admit(size)  # the wait was the server's, not the client's
                 last = loop.time()
                 wake = last + limits.body_timeout
-            wake = min(wake, pace.behind_at)
+            wake = min(wake, pace.behind_at, loop.time() if look_again else math.inf)
         try:
             async with asyncio.timeout_at(wake):
                 message: Message = await receive()
         except TimeoutError:
             if pace is not None and pace.cost and loop.time() < last + limits.body_timeout:
+                # Behind, by the bytes read so far. Bytes the server holds but has not handed
+                # over count too: after the event loop was busy elsewhere (another bulk call
+                # parsed), they and this timer are ready at once, and the timer cancels the
+                # read. So look once more without waiting before judging.
+                if not look_again:
+                    look_again = True
+                    continue
+                look_again = False
                 pace.fall_behind(size)
                 continue
             raise limits.idle() from None
+        look_again = False
         if message["type"] != "http.request":
             return None
         chunk = message.get("body", b"")

@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+import re
+
 JSON_API_PATHS = frozenset({"/predict", "/predict_columns"})
 """BentoML API routes: JSON bodies only (see ``service.http.guards.JsonOnly``)."""
 
+PROBE_PATHS = frozenset(
+    {"/livez", "/readyz", "/healthz", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready"}
+)
+MODEL_READY = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/ready")
+"""A model's (or a version's) readiness; it matches the OpenAPI path templates too."""
+
+
+def is_probe(path: str) -> bool:
+    """Probes, the server metadata and the scraper: no token, never refused for load (no
+    concurrency slot), like the gRPC probe RPCs (``service.grpc.layers.OPEN``, held alike by
+    a test): load balancers and probes carry no token and must be answered at full load."""
+    return path in PROBE_PATHS or (path.endswith("/ready") and MODEL_READY.fullmatch(path) is not None)
+
+
 PROTECTED_PATHS = JSON_API_PATHS | {"/metadata"}
 PROTECTED_PREFIXES = ("/v2/models/",)
-"""With a token configured these need it; probes (/livez, /readyz, /v2/health/*, a model's
-/ready), /metrics, the server metadata (/v2) and the API document stay open, as the gRPC
-probe RPCs do (``service.grpc.layers.OPEN``): load balancers and probes carry no token."""
 
 
 def is_protected(path: str) -> bool:
-    return path in PROTECTED_PATHS or (path.startswith(PROTECTED_PREFIXES) and not path.endswith("/ready"))
+    """With a token configured these need it: the predictions, /metadata and the model routes
+    under /v2/models/ other than readiness. The probes, /metrics and the API document stay open."""
+    return (path in PROTECTED_PATHS or path.startswith(PROTECTED_PREFIXES)) and not is_probe(path)
 
 
 def is_v2(path: str) -> bool:
     """Open Inference Protocol routes answer errors as ``{"error": message}``."""
     return path == "/v2" or path.startswith("/v2/")
-
-
-PROBE_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready"})
-"""Probes and the scraper: never refused for load (they take no concurrency slot)."""
-
-
-def is_probe(path: str) -> bool:
-    return path in PROBE_PATHS

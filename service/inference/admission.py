@@ -20,7 +20,7 @@ worker), over gRPC once grpcio has read the message. An HTTP reservation made on
 strength of Content-Length is held only while the body arrives at a pace that finishes it
 by the request deadline, and given back at once when it falls behind (``release`` admits
 the next in line), so clients cannot hold the budget with bytes they do not send
-(``service.http.traffic``). Reservations wait in arrival order for up to ``wait_s``; past
+(``service.http.bodies``). Reservations wait in arrival order for up to ``wait_s``; past
 that the answer is 503 with Retry-After (RESOURCE_EXHAUSTED over gRPC).
 A request is always admitted when no other holds any budget, so one call larger than the
 budget still runs alone. Small requests never touch the budget.

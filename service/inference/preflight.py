@@ -51,15 +51,16 @@ def port_problem(host: str, port: int) -> str | None:
     """Why the gRPC port cannot be had, or None. Workers bind it with SO_REUSEPORT when
     there are several, and the kernel would let a second instance of the service share it
     silently; a plain bind here fails instead, as the HTTP port's does."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT, not a listener
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return (
-                f"cannot listen for gRPC on {host}:{port} (CROP_YIELD_GRPC_PORT): {exc.strerror}; "
-                "is another instance running? Set another port, or 0 for no gRPC"
-            )
+    bare = host.strip("[]")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT, not a listener
+            probe.bind((bare, port))
+    except OSError as exc:
+        return (
+            f"cannot listen for gRPC on {host} port {port} (CROP_YIELD_GRPC_PORT): "
+            f"{exc.strerror or exc}; is another instance running? Set another port, or 0 for no gRPC"
+        )
     return None
 
 

@@ -18,6 +18,7 @@ shutdown hooks call them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from functools import cache
@@ -167,7 +168,9 @@ def forget_dead_workers() -> list[int]:
     }
     dead = sorted(pid for pid in pids if pid != os.getpid() and not _running(pid))
     for pid in dead:
-        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        # workers restarted together race for the same files: the one that loses has nothing to do
+        with contextlib.suppress(FileNotFoundError):
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
     return dead
 
 

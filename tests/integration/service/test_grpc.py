@@ -507,6 +507,18 @@ def _upload(server: Server, rows: int) -> tuple[socket.socket, bytes]:
     return upload, body[len(body) // 2 :]
 
 
+def _until_in_progress(server: Server) -> None:
+    """Until the server has taken an HTTP request in (its in-progress gauge: /metrics itself is
+    not counted): a connection still in the accept backlog at SIGTERM would be reset."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+            if line.startswith("bentoml_service_request_in_progress{") and float(line.split()[-1]) >= 1:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the upload never reached the service")
+
+
 def _answer(upload: socket.socket) -> tuple[int, dict]:  # type: ignore[type-arg]
     response = http.client.HTTPResponse(upload)
     response.begin()
@@ -524,7 +536,10 @@ def test_sigterm_turns_health_at_once_and_calls_in_flight_on_both_transports_fin
             upload, rest = _upload(server, 1000)
             call = RawCall(("127.0.0.1", port), infer_request().SerializeToString())
             call.send(len(call.payload) // 2)
-            time.sleep(0.5)  # both reach the server (proved below: they finish after it stopped taking calls)
+            _until_in_progress(server)
+            time.sleep(
+                0.2
+            )  # the gRPC call's headers too (proved below: it finishes after new calls are refused)
             signalled = time.monotonic()
             os.kill(server.process.pid, signal.SIGTERM)
             assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -562,7 +577,8 @@ def test_calls_stuck_on_both_transports_share_one_shutdown_deadline(
         upload, _ = _upload(server, 1000)  # never finished
         call = RawCall(("127.0.0.1", port), infer_request().SerializeToString())
         call.send(len(call.payload) // 2)  # never finished
-        time.sleep(0.5)
+        _until_in_progress(server)
+        time.sleep(0.2)
         signalled = time.monotonic()
         os.kill(server.process.pid, signal.SIGTERM)
         assert server.process.wait(30) == 0

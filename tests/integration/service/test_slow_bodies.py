@@ -1,6 +1,6 @@
 """Slow declared bodies against a served process: connections that declare 40 MiB bodies (over
 HTTP, or as gRPC messages) and then trickle them a byte every 2 s hold no memory budget from
-an honest 1,000,000-row call (service.http.traffic's module docstring; gRPC reserves only once
+an honest 1,000,000-row call (service.http.bodies' module docstring; gRPC reserves only once
 grpcio has read a whole message). ``make bench-slow-bodies`` measures the same.
 
 The worker's budget is drawn from a 2 GiB limit: three 40 MiB declarations (400 MiB of

@@ -31,6 +31,8 @@ class Held(rpc.GRPCInferenceServiceServicer):
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.started = 0
+        self.port = 0
+        """Where the test's server listens (set by ``serving``)."""
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         self.started += 1
@@ -51,7 +53,7 @@ async def serving(
     held = Held()
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((inference_handler(servicer or held, slots, budget, None, timeout),))
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = held.port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -157,6 +159,30 @@ def test_large_messages_reserve_memory_and_wait_for_it() -> None:
             held.release.set()
             await asyncio.gather(small, waiting)
             assert budget.reserved == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_message_is_budgeted_by_its_length_on_the_wire() -> None:
+    """protobuf accepts a field sent twice (the last one wins), and re-serializing drops the
+    first: the bytes that arrived are what the budget counts, not what ByteSize() says."""
+
+    async def scenario() -> None:
+        budget = MemoryBudget(budget_bytes=BUDGETED_FROM, wait_s=0.2)
+        canonical = pb.ModelInferRequest(model_name="m", raw_input_contents=[b"\0" * BUDGETED_FROM])
+        wire = b"\x0a\x01x" + canonical.SerializeToString()  # model_name "x", then "m"
+        assert len(wire) == canonical.ByteSize() + 3
+        async with serving(Slots(8), budget) as (_, held):
+            assert await budget.reserve(1)  # another bulk call holds the budget
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{held.port}") as channel:
+                call = channel.unary_unary(
+                    "/inference.GRPCInferenceService/ModelInfer",
+                    request_serializer=None,  # the bytes as they are
+                    response_deserializer=pb.ModelInferResponse.FromString,
+                )
+                error = await refusal(call(wire))
+            assert f"a {len(wire)}-byte message waited" in (error.details() or "")
+            budget.release(1)
 
     asyncio.run(scenario())
 

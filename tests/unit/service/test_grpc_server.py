@@ -22,10 +22,11 @@ from service.grpc import inference_pb2_grpc as rpc
 from service.grpc.layers import OPEN
 from service.grpc.server import INFERENCE_SERVICE, GrpcServer, inference_handler
 from service.grpc.servicer import InferenceServicer
-from service.http.paths import is_protected
+from service.http.paths import is_probe, is_protected
 from service.inference.admission import MemoryBudget, Slots
 from service.inference.preflight import port_problem
 from service.observability.context import REQUEST_ID
+from service.settings import Settings
 from tests.unit.service.test_grpc_admission import Held, refusal, until
 
 TOKEN = "unit-token"
@@ -110,7 +111,10 @@ def test_the_open_rpcs_are_the_open_http_routes() -> None:
     methods = {m.name for m in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods}
     assert set(HTTP_TWIN) == methods
     assert {m for m, path in HTTP_TWIN.items() if not is_protected(path)} == OPEN
-    assert not is_protected("/v2/models/crop_yield/versions/v1/ready")
+    assert {m for m, path in HTTP_TWIN.items() if is_probe(path)} == OPEN  # no slot either
+    assert is_probe("/v2/models/crop_yield/versions/v1/ready")
+    for path in ("/v2/models/ready", "/v2/models/m/versions/ready", "/v2/models/m/x/ready"):
+        assert is_protected(path), path  # not a readiness route: only the exact shapes are open
 
 
 def test_abandoned_calls_are_counted_as_the_client_sees_them_and_give_their_slot_back() -> None:
@@ -139,12 +143,12 @@ def test_health_is_serving_from_the_first_connection_when_the_plane_is_ready() -
         plane = Plane(ready=True)
         handler = inference_handler(InferenceServicer(plane), Slots(1), MemoryBudget(None, 1), None, 1)  # type: ignore[arg-type]
         server = GrpcServer(plane, handler, "127.0.0.1:0", 1 << 20)  # type: ignore[arg-type]
-        seen: list[tuple[str, int]] = []
+        seen: list[int] = []
         original = server.health.set
 
-        async def recorded(service: str, status: Any) -> None:
-            seen.append((service, status))
-            await original(service, status)
+        async def recorded(status: Any) -> None:
+            seen.append(status)
+            await original(status)
 
         server.health.set = recorded  # type: ignore[method-assign]
         await server.start()
@@ -157,8 +161,7 @@ def test_health_is_serving_from_the_first_connection_when_the_plane_is_ready() -
         finally:
             await server.stop(0)
         # never NOT_SERVING on the way: a Watch stream opened at start would have seen it
-        assert {status for _, status in seen} == {SERVING}
-        assert {service for service, _ in seen} == {"", INFERENCE_SERVICE}
+        assert seen == [SERVING]
 
     asyncio.run(scenario())
 
@@ -193,16 +196,28 @@ def test_shutdown_flips_health_at_once_refuses_new_calls_and_lets_calls_in_fligh
             server.begin_shutdown(grace_s=10)
             async with asyncio.timeout(1):
                 assert (await stream.read()).status == NOT_SERVING
-            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as fresh:
-                with pytest.raises(grpc.RpcError) as refused:
-                    rpc.GRPCInferenceServiceStub(fresh).ServerLive(pb.ServerLiveRequest(), timeout=2)  # type: ignore[no-untyped-call]
-                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert await stream.read() is grpc.aio.EOF  # told, and ended: stop need not wait for it
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as fresh:
+                live = rpc.GRPCInferenceServiceStub(fresh).ServerLive(pb.ServerLiveRequest(), timeout=2)  # type: ignore[no-untyped-call]
+                assert (await refusal(live)).code() == grpc.StatusCode.UNAVAILABLE
             assert not in_flight.done()
             held.release.set()
             assert (await in_flight).model_name == "m"
-            stream.cancel()
 
     asyncio.run(scenario())
+
+
+def test_an_open_watch_stream_does_not_hold_the_shutdown() -> None:
+    async def scenario() -> float:
+        async with running(Plane()) as (server, channel):
+            stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+            assert (await stream.read()).status == SERVING
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await server.stop(grace_s=10)
+            return loop.time() - started
+
+    assert asyncio.run(scenario()) < 2, "the stop waited for the Watch stream"
 
 
 def test_one_worker_binds_the_grpc_port_for_itself() -> None:
@@ -261,3 +276,49 @@ def test_request_ids_are_kept_by_the_same_rule_as_over_http() -> None:
         assert request_id is not None
         assert len(request_id) == 32
         assert int(request_id, 16) >= 0
+
+
+def test_a_port_whose_last_connection_is_in_time_wait_is_free() -> None:
+    """A restart right after a stop: the port's closed connections linger in TIME_WAIT, which
+    must not read as another instance."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpcio's listeners do
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server side closes first: its end of the port waits in TIME_WAIT
+        client.close()
+    assert port_problem("127.0.0.1", port) is None
+
+
+def test_ipv6_hosts_are_bracketed_for_grpc_and_probed_bare() -> None:
+    assert Settings(host="::", grpc_port=8001).grpc_address == "[::]:8001"
+    assert Settings(host="[::1]", grpc_port=8001).grpc_address == "[::1]:8001"
+    assert Settings(host="0.0.0.0", grpc_port=8001).grpc_address == "0.0.0.0:8001"
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    assert port_problem("::1", port) is None
+    assert port_problem("[::1]", port) is None
+
+
+class TimesOutInside(Held):
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802
+        raise TimeoutError("a timeout of the handler's own, not the request deadline")
+
+
+def test_a_timeout_raised_inside_a_call_is_not_the_request_deadline() -> None:
+    async def scenario() -> None:
+        expired, unknown = calls("ModelInfer", "DEADLINE_EXCEEDED"), calls("ModelInfer", "UNKNOWN")
+        async with running(Plane(), servicer=TimesOutInside()) as (_, channel):
+            stub = rpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            assert (await refusal(stub.ModelInfer(INFER))).code() == grpc.StatusCode.UNKNOWN
+        assert calls("ModelInfer", "UNKNOWN") == unknown + 1
+        assert calls("ModelInfer", "DEADLINE_EXCEEDED") == expired
+
+    asyncio.run(scenario())

@@ -103,3 +103,22 @@ def test_outside_multiprocess_mode_there_is_nothing_to_forget(monkeypatch: pytes
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     assert metrics.forget_dead_workers() == []
     metrics.forget_this_worker()
+
+
+def test_workers_restarted_together_both_start_when_one_forgets_first(
+    multiproc_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers killed at once are restarted at once: both find the dead pids' files, and
+    the second's removal finds them gone. Its start must go on."""
+    with worker(multiproc_dir, 3) as killed:
+        killed.send_signal(signal.SIGKILL)
+        killed.communicate()
+    original = multiprocess.mark_process_dead
+
+    def too_late(pid: int, path: str | None = None) -> None:
+        original(pid, path)  # the other worker removes the files between this one's glob and remove
+        raise FileNotFoundError(2, "No such file or directory", f"gauge_livesum_{pid}.db")
+
+    monkeypatch.setattr(multiprocess, "mark_process_dead", too_late)
+    assert metrics.forget_dead_workers() == [killed.pid]
+    assert aggregated(multiproc_dir, "in_progress") in (None, 0)
