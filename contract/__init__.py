@@ -60,3 +60,29 @@ TARGETS: tuple[Column, ...] = (
 
 FEATURE_NAMES: tuple[str, ...] = tuple(c.name for c in FEATURES)
 TARGET_NAMES: tuple[str, ...] = tuple(c.name for c in TARGETS)
+
+
+def weight_shapes() -> dict[str, tuple[int, ...]]:
+    """The tensors ``WEIGHTS_FILE`` holds, by name, with their shapes."""
+    return {"weight": (len(TARGETS), len(FEATURES)), "bias": (len(TARGETS),)}
+
+
+class WeightsFileError(ValueError):
+    """A store entry's ``WEIGHTS_FILE`` is missing, unreadable, truncated or of another shape."""
+
+
+def check_weights_file(entry: Path, tag: str) -> None:
+    """Read the header of ``entry``'s weights file (no torch; safetensors checks the file
+    covers every tensor it lists) and the tensors' names and shapes; ``WeightsFileError``."""
+    from safetensors import SafetensorError, safe_open
+
+    path = entry / WEIGHTS_FILE
+    if not path.is_file():
+        raise WeightsFileError(f"model {tag} has no {WEIGHTS_FILE} (not a crop-yield model entry?)")
+    try:
+        with safe_open(str(path), framework="np") as weights:
+            got = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise WeightsFileError(f"model {tag}: {WEIGHTS_FILE} cannot be read: {exc}") from None
+    if got != weight_shapes():
+        raise WeightsFileError(f"model {tag}: {WEIGHTS_FILE} holds {got}, expected {weight_shapes()}")

@@ -104,13 +104,15 @@ class InferenceServicer(rpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         async def handle() -> pb.ModelInferResponse:
-            name, version = served.check_model(self.plane, request.model_name, request.model_version or None)
+            name, _ = served.check_model(self.plane, request.model_name, request.model_version or None)
             decoded, raw = codec.decode(request, self.plane.max_bulk_rows)
             # Straight to the model, not through the batcher: grpc.aio hands calls to the event
             # loop one at a time, so the batcher found next to nothing to merge and only added
             # its own cost (figures in docs/architecture.md).
             prediction = await self.plane.predict(decoded.rows, ENDPOINT, decoded.interval, batch=False)
             flags = prediction.extrapolated if decoded.wants_flags else None
-            return codec.encode(decoded, raw, prediction.outputs, name, version, prediction.bounds, flags)
+            return codec.encode(
+                decoded, raw, prediction.outputs, name, prediction.version, prediction.bounds, flags
+            )
 
         return await self._answer(context, handle)

@@ -35,13 +35,20 @@ if TYPE_CHECKING:  # the worker hands the loaded model in; torch stays out of th
 @dataclass
 class Prediction:
     """One call's answer: n×2 float32 ``outputs`` and, when asked for, the interval ``bounds``
-    (``{"apples_lower": column, ...}``) at confidence ``level``."""
+    (``{"apples_lower": column, ...}``) at confidence ``level``; ``tag`` names the model
+    version that produced them, so an answer names its version from the call itself, not
+    from whatever the plane serves by the time the answer is encoded."""
 
     rows: np.ndarray
     outputs: np.ndarray
     bounds: dict[str, np.ndarray] | None
     level: float | None
     box: TrainingBox = field(repr=False)
+    tag: str = ""
+
+    @property
+    def version(self) -> str:
+        return self.tag.partition(":")[2]
 
     @cached_property
     def outside(self) -> np.ndarray:
@@ -179,7 +186,7 @@ class DataPlane:
             metrics.rows_per_model_call().observe(len(rows))
         self._rows_predicted(endpoint).inc(len(rows))
         bounds = None if interval is None else loaded.intervals.bounds(rows, outputs, interval)
-        return Prediction(rows, outputs, bounds, interval, loaded.box)
+        return Prediction(rows, outputs, bounds, interval, loaded.box, loaded.model.tag)
 
     # -- inside ---------------------------------------------------------------------------
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from contract import FEATURE_NAMES, TARGET_NAMES, WEIGHTS_FILE
+from contract import WEIGHTS_FILE, WeightsFileError, check_weights_file
 from contract.metadata import MetadataError, ModelMetadata, read_metadata
 from service.inference.errors import ModelLoadError
 
@@ -39,14 +40,11 @@ class LinearModel:
             typed = read_metadata(metadata, tag)
         except MetadataError as exc:
             raise ModelLoadError(str(exc)) from None
-        path = entry_path / WEIGHTS_FILE
-        if not path.is_file():
-            raise ModelLoadError(f"model {tag} has no {WEIGHTS_FILE} (not a crop-yield model entry?)")
-        state = load_file(str(path), device=str(device))
-        expected = {"weight": (len(TARGET_NAMES), len(FEATURE_NAMES)), "bias": (len(TARGET_NAMES),)}
-        got = {k: tuple(v.shape) for k, v in state.items()}
-        if got != expected:
-            raise ModelLoadError(f"model {tag}: {WEIGHTS_FILE} holds {got}, expected {expected}")
+        try:
+            check_weights_file(entry_path, tag)  # one clear error, not safetensors' exception
+            state = load_file(str(entry_path / WEIGHTS_FILE), device=str(device))
+        except (WeightsFileError, SafetensorError, OSError) as exc:
+            raise ModelLoadError(str(exc)) from None
         return cls(
             tag=tag,
             weight=state["weight"].to(torch.float32),

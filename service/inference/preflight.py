@@ -13,7 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
-from contract import WEIGHTS_FILE
+from contract import WeightsFileError, check_weights_file
 from contract.metadata import MetadataError, read_metadata
 from service.inference.device import DeviceUnavailableError, check_device
 from service.inference.errors import missing_model_message
@@ -38,8 +38,10 @@ def problem(settings: Settings) -> str | None:
         read_metadata(stored.info.metadata, str(stored.tag))
     except MetadataError as exc:
         return str(exc)
-    if not (Path(stored.path) / WEIGHTS_FILE).is_file():
-        return f"model {stored.tag} has no {WEIGHTS_FILE} (not a crop-yield model entry?)"
+    try:
+        check_weights_file(Path(stored.path), str(stored.tag))
+    except WeightsFileError as exc:
+        return str(exc)
     try:
         check_device(settings.device)
     except DeviceUnavailableError as exc:

@@ -32,7 +32,7 @@ async def predict(plane: Plane, request: PredictRequestBase) -> Response:
     except DataPlaneError as exc:
         return refusal_response("/predict", exc)
     body = encoding.predictions_json(
-        prediction.outputs, prediction.outside, prediction.bounds, interval, plane.model.tag
+        prediction.outputs, prediction.outside, prediction.bounds, interval, prediction.tag
     )
     # A ready Response skips BentoML's pydantic serialization; the body is the documented one.
     return Response(body, media_type=JSON)
@@ -46,6 +46,6 @@ async def predict_columns(plane: Plane, request: ColumnsRequestBase) -> Response
     except DataPlaneError as exc:
         return refusal_response("/predict_columns", exc)
     body = encoding.columns_json(
-        prediction.outputs, plane.model.tag, prediction.outside, prediction.bounds, request.interval
+        prediction.outputs, prediction.tag, prediction.outside, prediction.bounds, request.interval
     )
     return Response(body, media_type=JSON)

@@ -92,7 +92,7 @@ class V2Routes:
         """``POST .../infer``, called from the ASGI scope by ``V2App`` (no ``Request``)."""
 
         async def handle() -> Response:
-            name, version = self._check_model(params)
+            name, _ = self._check_model(params)
             media_type = content_type.split(";", 1)[0].strip().lower()
             if media_type not in BODY_TYPES:
                 return error_response(
@@ -106,7 +106,7 @@ class V2Routes:
             prediction = await self.plane.predict(decoded.rows, ENDPOINT, decoded.interval)
             flags = prediction.extrapolated if decoded.wants_flags else None
             body_out, headers = codec.encode_response(
-                decoded, prediction.outputs, name, version, prediction.bounds, flags
+                decoded, prediction.outputs, name, prediction.version, prediction.bounds, flags
             )
             return Response(body_out, headers=headers)
 

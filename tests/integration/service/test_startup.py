@@ -62,23 +62,29 @@ def test_cuda_device(trained_home: tuple[Path, str], tmp_path: Path) -> None:
         stop_service(process)
 
 
-def edited_store(home: Path, tag: str, change: Callable[[dict[str, Any]], None], where: Path) -> Path:
-    """A copy of the trained store at ``where`` whose entry's metadata ``change`` edited."""
+def edited_store(home: Path, tag: str, change: Callable[[dict[str, Any], Path], None], where: Path) -> Path:
+    """A copy of the trained store at ``where`` whose entry ``change`` edited (its metadata,
+    and the entry's folder)."""
     shutil.copytree(home / "models", where / "models")
     name, version = tag.split(":")
     model_yaml = where / "models" / name / version / "model.yaml"
     document = yaml.safe_load(model_yaml.read_text())
-    change(document["metadata"])
+    change(document["metadata"], model_yaml.parent)
     model_yaml.write_text(yaml.safe_dump(document))
     return where
 
 
-def future_version(metadata: dict[str, Any]) -> None:
+def future_version(metadata: dict[str, Any], entry: Path) -> None:
     metadata["schema_version"] = 99
 
 
-def no_training_ranges(metadata: dict[str, Any]) -> None:
+def no_training_ranges(metadata: dict[str, Any], entry: Path) -> None:
     del metadata["features"][1]["train_min"]
+
+
+def truncated_weights(metadata: dict[str, Any], entry: Path) -> None:
+    weights = entry / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4])  # a copy cut short
 
 
 BAD_ENTRIES = {
@@ -87,6 +93,7 @@ BAD_ENTRIES = {
         no_training_ranges,
         ["malformed metadata", "features.1.train_min", "Field required"],
     ),
+    "truncated weights": (truncated_weights, ["model.safetensors cannot be read", "not fully covered"]),
 }
 STARTERS = {
     "python -m service": [sys.executable, "-m", "service"],
@@ -122,7 +129,7 @@ def test_an_entry_it_cannot_read_stops_start_up_with_one_line(
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert line.startswith(f"error: model {tag} has ")
+    assert line.startswith(f"error: model {tag}")
     for fragment in fragments:
         assert fragment in line, line
 

@@ -63,7 +63,8 @@ class StandInPlane:
                 for i, name in enumerate(BOUND_NAMES)
             }
         )
-        return Prediction(rows, outputs, bounds, interval, TrainingBox([(0, 100), (0, 200), (0, 100)]))
+        box = TrainingBox([(0, 100), (0, 200), (0, 100)])
+        return Prediction(rows, outputs, bounds, interval, box, self.model.tag)
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,19 @@ def test_wrong_shapes_are_refused(tmp_path: Path, valid_metadata: dict[str, Any]
         LinearModel.load(tmp_path, "x:y", valid_metadata, "", torch.device("cpu"))
 
 
+def test_a_truncated_weights_file_is_refused_naming_it(
+    tmp_path: Path, valid_metadata: dict[str, Any]
+) -> None:
+    """safetensors' own error would escape the worker's start as a traceback."""
+    path = tmp_path / "model.safetensors"
+    save_file({"weight": torch.ones(2, 3), "bias": torch.zeros(2)}, str(path))
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(
+        ModelLoadError, match=r"model x:y: model\.safetensors cannot be read: .*not fully covered"
+    ):
+        LinearModel.load(tmp_path, "x:y", valid_metadata, "", torch.device("cpu"))
+
+
 def test_missing_weights_are_refused(tmp_path: Path, valid_metadata: dict[str, Any]) -> None:
     with pytest.raises(ModelLoadError, match=r"no model\.safetensors"):
         LinearModel.load(tmp_path, "x:y", valid_metadata, "", torch.device("cpu"))

@@ -29,6 +29,8 @@ class FakePlane:
     ready: bool = True
     loaded: bool = True
     max_bulk_rows: int = 100
+    answering: str = "crop_yield:v1"
+    """The model tag the predictions come from."""
 
     @property
     def model_name(self) -> str:
@@ -46,7 +48,7 @@ class FakePlane:
         assert endpoint == "v2_infer"
         outputs = rows[:, :2] * 2
         bounds = None if interval is None else {name: outputs[:, 0] + interval for name in BOUND_NAMES}
-        return Prediction(rows, outputs, bounds, interval, TrainingBox([(0, 100)] * 3))
+        return Prediction(rows, outputs, bounds, interval, TrainingBox([(0, 100)] * 3), self.answering)
 
 
 class AppClient:
@@ -101,6 +103,16 @@ def test_infer_through_the_data_plane(client: AppClient) -> None:
     response = client.post("/v2/models/crop_yield/versions/v1/infer", content=ONE_ROW)  # no Content-Type
     assert response.status_code == 200
     assert [o["data"] for o in response.json()["outputs"]] == [[146.0], [134.0]]
+
+
+def test_an_answer_names_the_version_that_produced_it() -> None:
+    """From the prediction itself, not from what the plane serves by the time the answer is
+    encoded (the two differ once versions can be swapped while a call is in flight)."""
+    plane = FakePlane(answering="crop_yield:v0")
+    response = AppClient(plane).post("/v2/models/crop_yield/infer", content=ONE_ROW)
+    assert response.status_code == 200
+    assert response.json()["model_version"] == "v0"
+    assert plane.model_version == "v1"
 
 
 def test_other_paths_and_methods(client: AppClient) -> None:
