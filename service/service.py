@@ -23,7 +23,6 @@ from types import FrameType
 from typing import Any
 
 import bentoml
-from bentoml.exceptions import NotFound
 from starlette.responses import Response
 
 from service.bentoml_internals import api_input_model
@@ -41,7 +40,9 @@ from service.inference import preflight
 from service.inference.admission import MemoryBudget, Slots
 from service.inference.dataplane import DataPlane
 from service.inference.device import resolve_device, wants_gpu
-from service.inference.errors import ModelLoadError, missing_model_message
+from service.inference.errors import ModelLoadError
+from service.inference.store import served_entries
+from service.inference.versions import PolicyError
 from service.observability import logs, metrics, runtime
 from service.rest import handlers
 from service.rest.asgi import json_api
@@ -90,6 +91,8 @@ memory_budget = MemoryBudget(None, settings.memory_wait)
     resources={"gpu": 1} if wants_gpu(settings.device) else {"cpu": "1"},
 )
 class CropYieldService:
+    # What `bentoml build` packages (a bento carries this one version unless its bentofile
+    # lists more); the worker itself loads what the version policy selects (__init__).
     model_ref = bentoml.models.BentoModel(settings.model_tag)
 
     def __init__(self) -> None:
@@ -101,18 +104,22 @@ class CropYieldService:
         torch.set_num_threads(1)  # one small matmul per call: threads only add overhead
         device = resolve_device(settings.device)
         try:
-            stored = self.model_ref
-        except NotFound:
-            raise ModelLoadError(missing_model_message(settings.model_tag)) from None
-        model = LinearModel.load(
-            Path(stored.path),
-            str(stored.tag),
-            dict(stored.info.metadata),
-            stored.info.creation_time.isoformat(),
-            device,
-        )
+            entries, default = served_entries(settings)  # the version policy over the store
+        except PolicyError as exc:
+            raise ModelLoadError(str(exc)) from None
+        models = [
+            LinearModel.load(
+                Path(stored.path),
+                str(stored.tag),
+                dict(stored.info.metadata),
+                stored.info.creation_time.isoformat(),
+                device,
+            )
+            for stored in entries
+        ]
+        first = next(m for m in models if m.tag.partition(":")[2] == default)
         self.plane = plane
-        plane.load(model)
+        plane.load(first, *(m for m in models if m is not first))
         self._gc_task: asyncio.Task[None] | None = None
         self._grpc: GrpcServer | None = None
 

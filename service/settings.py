@@ -23,7 +23,19 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CROP_YIELD_", extra="ignore", frozen=True)
 
-    model_tag: str = Field(f"{MODEL_NAME}:latest", description="Model-store tag to serve")
+    model_tag: str = Field(
+        f"{MODEL_NAME}:latest",
+        description="Model-store tag to serve; a pinned version (name:version) serves that version "
+        "alone unless CROP_YIELD_VERSION_POLICY says otherwise",
+    )
+    version_policy: str | None = Field(
+        None,
+        description="Which versions of the model are served side by side: latest:N (the N newest), "
+        "all, or specific:V1,V2; unset = latest:1, or the version CROP_YIELD_MODEL_TAG pins",
+    )
+    default_version: str | None = Field(
+        None, description="The version answering calls that name none; unset = the newest served"
+    )
     device: DeviceSetting = Field("auto", description="Where the model runs; auto = CUDA when available")
     max_rows_per_request: int = Field(
         10_000, ge=1, description="Most rows in one POST /predict (and in a batched V2 infer call)"
@@ -89,6 +101,10 @@ class Settings(BaseSettings):
         "text",
         description="text, or json: one object per line (time, level, request id, route, status, message)",
     )
+
+    @property
+    def model_name(self) -> str:
+        return self.model_tag.partition(":")[0]
 
     @property
     def grpc_address(self) -> str:

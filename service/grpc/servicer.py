@@ -38,6 +38,8 @@ def status_of(kind: Kind) -> grpc.StatusCode:
     match kind:
         case Kind.INVALID:
             return grpc.StatusCode.INVALID_ARGUMENT
+        case Kind.NOT_FOUND:
+            return grpc.StatusCode.NOT_FOUND
         case Kind.NOT_READY:
             return grpc.StatusCode.UNAVAILABLE
         case Kind.OVERLOADED:
@@ -93,9 +95,8 @@ class InferenceServicer(rpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         async def handle() -> pb.ModelMetadataResponse:
-            metadata = served.model_metadata(
-                *served.check_model(self.plane, request.name, request.version or None)
-            )
+            name, version = served.check_model(self.plane, request.name, request.version or None)
+            metadata = served.model_metadata(name, [version] if request.version else self.plane.versions)
             return pb.ModelMetadataResponse(**metadata)
 
         return await self._answer(context, handle)
@@ -109,7 +110,9 @@ class InferenceServicer(rpc.GRPCInferenceServiceServicer):
             # Straight to the model, not through the batcher: grpc.aio hands calls to the event
             # loop one at a time, so the batcher found next to nothing to merge and only added
             # its own cost (figures in docs/architecture.md).
-            prediction = await self.plane.predict(decoded.rows, ENDPOINT, decoded.interval, batch=False)
+            prediction = await self.plane.predict(
+                decoded.rows, ENDPOINT, decoded.interval, batch=False, version=request.model_version or None
+            )
             flags = prediction.extrapolated if decoded.wants_flags else None
             return codec.encode(
                 decoded, raw, prediction.outputs, name, prediction.version, prediction.bounds, flags

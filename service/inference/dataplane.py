@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from service.inference.batching import RowBatcher
-from service.inference.errors import ModelLoadError, NotReadyError
+from service.inference.errors import ModelLoadError, NotReadyError, VersionNotServedError
 from service.inference.intervals import Intervals
 from service.inference.training_range import TrainingBox
 from service.observability import metrics, monitoring
@@ -77,10 +77,18 @@ class Plane(Protocol):
     def model_version(self) -> str: ...
 
     @property
+    def versions(self) -> list[str]: ...
+
+    @property
     def max_bulk_rows(self) -> int: ...
 
     async def predict(
-        self, rows: np.ndarray, endpoint: str, interval: float | None = None, batch: bool = True
+        self,
+        rows: np.ndarray,
+        endpoint: str,
+        interval: float | None = None,
+        batch: bool = True,
+        version: str | None = None,
     ) -> Prediction: ...
 
 
@@ -102,6 +110,9 @@ class DataPlane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._loaded: _Loaded | None = None
+        """The default version: it answers calls that name none."""
+        self._versions: dict[str, _Loaded] = {}
+        """Every served version, the default first, then newest first."""
         self._batcher: RowBatcher | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._sink: monitoring.PrometheusSink | None = None
@@ -111,14 +122,17 @@ class DataPlane:
 
     # -- lifecycle (the service's __init__, start-up and shutdown hooks) ------------------
 
-    def load(self, model: LinearModel) -> None:
-        """Take ``model`` into service after a warm-up call (which also checks it is finite)."""
-        loaded = _Loaded(model)
-        # Warm-up: the first call pays for lazy initialisation (and CUDA context creation).
-        middle = ((loaded.box.lows + loaded.box.highs) / 2).reshape(1, -1)
-        if not np.all(np.isfinite(model.predict(middle))):
-            raise ModelLoadError(f"model {model.tag} gives non-finite predictions")
-        self._loaded = loaded
+    def load(self, model: LinearModel, *others: LinearModel) -> None:
+        """Take ``model`` (the default version) and ``others`` (newest first) into service,
+        each after a warm-up call (which also checks it is finite)."""
+        served = [_Loaded(m) for m in (model, *others)]
+        for loaded in served:
+            # Warm-up: the first call pays for lazy initialisation (and CUDA context creation).
+            middle = ((loaded.box.lows + loaded.box.highs) / 2).reshape(1, -1)
+            if not np.all(np.isfinite(loaded.model.predict(middle))):
+                raise ModelLoadError(f"model {loaded.model.tag} gives non-finite predictions")
+        self._versions = {loaded.version: loaded for loaded in served}
+        self._loaded = served[0]
 
     def start(self) -> None:
         """In the worker's event loop: the batcher, the model-info metric, monitoring's flush."""
@@ -166,23 +180,48 @@ class DataPlane:
         return self._require().version
 
     @property
+    def versions(self) -> list[str]:
+        """The served versions, the default first, then newest first."""
+        self._require()
+        return list(self._versions)
+
+    @property
     def max_bulk_rows(self) -> int:
         return self.settings.max_bulk_rows
 
     async def predict(
-        self, rows: np.ndarray, endpoint: str, interval: float | None = None, batch: bool = True
+        self,
+        rows: np.ndarray,
+        endpoint: str,
+        interval: float | None = None,
+        batch: bool = True,
+        version: str | None = None,
     ) -> Prediction:
-        """float32 n×3 → the outputs (and bounds at ``interval``), counted under ``endpoint``.
+        """float32 n×3 → the outputs of ``version`` (the default when None) and bounds at
+        ``interval``, counted under ``endpoint``; ``VersionNotServedError`` for a version not
+        served.
 
-        With ``batch``, up to the /predict row limit, rows share a model call with the rows
-        of concurrent calls of any endpoint; larger calls would only hold the batch up, and
-        bulk endpoints pass ``batch=False``.
+        With ``batch``, up to the /predict row limit, rows of the default version share a
+        model call with the rows of concurrent calls of any endpoint; larger calls would only
+        hold the batch up, and bulk endpoints pass ``batch=False``. Calls naming another
+        version go straight to it (they are the exception: canaries and comparisons).
         """
-        loaded = self._require()
-        if batch and self._batcher is not None and len(rows) <= self.settings.max_rows_per_request:
+        default = self._require()
+        loaded = default if version is None else self._versions.get(version)
+        if loaded is None:
+            raise VersionNotServedError(
+                f"version {version!r} of model {default.name!r} is not served here; served: "
+                + ", ".join(repr(v) for v in self._versions)
+            )
+        if (
+            loaded is default
+            and batch
+            and self._batcher is not None
+            and len(rows) <= self.settings.max_rows_per_request
+        ):
             outputs = await self._batcher(rows)
         else:
-            outputs = self._call_model(rows)
+            outputs = self._call_model(rows, loaded)
             metrics.rows_per_model_call().observe(len(rows))
         self._rows_predicted(endpoint).inc(len(rows))
         bounds = None if interval is None else loaded.intervals.bounds(rows, outputs, interval)
@@ -195,11 +234,14 @@ class DataPlane:
             raise NotReadyError("the model is still loading")
         return self._loaded
 
-    def _call_model(self, rows: np.ndarray) -> np.ndarray:
-        """Every model call of every endpoint: predict, then fold the call into monitoring."""
-        loaded = self._require()
+    def _call_model(self, rows: np.ndarray, loaded: _Loaded | None = None) -> np.ndarray:
+        """Every model call of every endpoint (of the default version unless ``loaded`` says
+        another): predict, then fold the call into monitoring. Monitoring watches the default
+        version only: its histograms' buckets are that version's training range."""
+        default = self._require()
+        loaded = loaded or default
         outputs = loaded.model.predict(rows)
-        if self.settings.monitoring:
+        if self.settings.monitoring and loaded is default:
             loaded.monitor.observe(rows, outputs)
         return outputs
 

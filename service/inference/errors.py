@@ -20,6 +20,7 @@ class Kind(StrEnum):
     member to a status code (``service.grpc.servicer.status_of``, checked exhaustive by mypy)."""
 
     INVALID = "invalid request"
+    NOT_FOUND = "not found"
     NOT_READY = "not ready"
     OVERLOADED = "overloaded"
 
@@ -39,6 +40,12 @@ class NotReadyError(DataPlaneError):
     """The model is not loaded (or warmed up) yet."""
 
     kind = Kind.NOT_READY
+
+
+class VersionNotServedError(DataPlaneError):
+    """A call named a version of the model that is not served (the message lists those that are)."""
+
+    kind = Kind.NOT_FOUND
 
 
 class NoIntervalsError(DataPlaneError):

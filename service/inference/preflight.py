@@ -16,32 +16,28 @@ from pathlib import Path
 from contract import WeightsFileError, check_weights_file
 from contract.metadata import MetadataError, read_metadata
 from service.inference.device import DeviceUnavailableError, check_device
-from service.inference.errors import missing_model_message
+from service.inference.store import served_entries
+from service.inference.versions import PolicyError
 from service.settings import Settings
 
 EXIT_STATUS = 2
 
 
 def problem(settings: Settings) -> str | None:
-    """Why the configured model cannot be served here, or None."""
-    import bentoml
-    from bentoml.exceptions import NotFound
-
+    """Why the configured model versions cannot be served here, or None."""
     tag = settings.model_tag
     try:
-        stored = bentoml.models.get(tag)
+        entries, _ = served_entries(settings)
+    except PolicyError as exc:
+        return str(exc)
     except ValueError as exc:  # a malformed tag
         return f"CROP_YIELD_MODEL_TAG={tag!r} is not a valid tag: {exc}"
-    except NotFound:
-        return missing_model_message(tag)
-    try:
-        read_metadata(stored.info.metadata, str(stored.tag))
-    except MetadataError as exc:
-        return str(exc)
-    try:
-        check_weights_file(Path(stored.path), str(stored.tag))
-    except WeightsFileError as exc:
-        return str(exc)
+    for stored in entries:
+        try:
+            read_metadata(stored.info.metadata, str(stored.tag))
+            check_weights_file(Path(stored.path), str(stored.tag))
+        except (MetadataError, WeightsFileError) as exc:
+            return str(exc)
     try:
         check_device(settings.device)
     except DeviceUnavailableError as exc:

@@ -28,6 +28,7 @@ def describe(plane: Plane) -> ServiceMetadata:
     return ServiceMetadata(
         model=model.tag,
         created_at=model.created_at,
+        versions=plane.versions,
         features=[
             FeatureInfo(
                 name=c.name,

@@ -315,6 +315,11 @@ class ServiceMetadata(BaseModel):
 
     model: str = _model_tag_field()
     created_at: str = Field(description="When the model was saved (ISO 8601)")
+    versions: list[str] = Field(
+        description="Every served version of the model (CROP_YIELD_VERSION_POLICY), the default first; "
+        "the other fields describe the default",
+        json_schema_extra={"example": ["43mb76hhhgdsqax4"]},
+    )
     features: list[FeatureInfo]
     targets: list[TargetInfo]
     metrics: dict[str, Any] = Field(description="MSE, RMSE and R² per target, per split")

@@ -74,7 +74,9 @@ class V2Routes:
 
     async def model_metadata(self, request: Request) -> Response:
         async def handle() -> Response:
-            return json_response(served.model_metadata(*self._check_model(request.path_params)))
+            name, version = self._check_model(request.path_params)
+            asked = request.path_params.get("version")
+            return json_response(served.model_metadata(name, [version] if asked else self.plane.versions))
 
         return await self._answer(request.url.path, handle)
 
@@ -103,7 +105,9 @@ class V2Routes:
                     f"binary tensors, not {media_type!r}",
                 )
             decoded = codec.decode_request(body, header_length, self.plane.max_bulk_rows)
-            prediction = await self.plane.predict(decoded.rows, ENDPOINT, decoded.interval)
+            prediction = await self.plane.predict(
+                decoded.rows, ENDPOINT, decoded.interval, version=params.get("version")
+            )
             flags = prediction.extrapolated if decoded.wants_flags else None
             body_out, headers = codec.encode_response(
                 decoded, prediction.outputs, name, prediction.version, prediction.bounds, flags

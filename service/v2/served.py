@@ -20,16 +20,18 @@ class NotServedError(Exception):
 
 
 def check_model(plane: Plane, asked: str, version: str | None) -> tuple[str, str]:
-    """(name, version) of the served model when the call names it; else ``NotServedError``."""
-    name, served_version = plane.model_name, plane.model_version
+    """(name, version) when the call names the served model and, if it names one, a served
+    version (the default when it names none); else ``NotServedError`` listing the served ones."""
+    name = plane.model_name
     if asked != name:
         raise NotServedError(f"model {asked!r} is not served here; this server serves {name!r}")
-    if version is not None and version != served_version:
-        raise NotServedError(
-            f"version {version!r} of model {name!r} is not served here; the served version is "
-            f"{served_version!r}"
-        )
-    return name, served_version
+    served = plane.versions
+    if version is None:
+        return name, served[0]
+    if version not in served:
+        listed = ", ".join(repr(v) for v in served)
+        raise NotServedError(f"version {version!r} of model {name!r} is not served here; served: {listed}")
+    return name, version
 
 
 def tensors(names: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -38,10 +40,11 @@ def tensors(names: tuple[str, ...]) -> list[dict[str, Any]]:
     ]
 
 
-def model_metadata(name: str, version: str) -> dict[str, Any]:
+def model_metadata(name: str, versions: list[str]) -> dict[str, Any]:
+    """The model's signature; ``versions`` are the served ones, the default first."""
     return {
         "name": name,
-        "versions": [version],
+        "versions": versions,
         "platform": PLATFORM,
         "inputs": tensors(FEATURE_NAMES),
         "outputs": tensors(codec.OUTPUT_NAMES),

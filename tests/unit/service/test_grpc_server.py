@@ -42,6 +42,7 @@ class Plane:
         self.ready = ready
         self.model_name = "crop_yield"
         self.model_version = "v1"
+        self.versions = ["v1"]
         self.max_bulk_rows = 10
 
 

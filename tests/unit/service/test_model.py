@@ -23,12 +23,6 @@ VALID_BASIS: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def valid_metadata() -> dict[str, Any]:
-    """What a training run stores (a dry run: nothing saved)."""
-    return train(TrainOptions(save=False)).metadata.to_store()
-
-
 def test_loads_a_trained_entry_and_predicts_like_the_fitted_module(session_home: Path) -> None:
     outcome = train(TrainOptions(model_name="served"))
     assert outcome.tag is not None

@@ -39,11 +39,20 @@ class FakePlane:
         return "crop_yield"
 
     @property
+    def versions(self) -> list[str]:
+        return [self.model_version]
+
+    @property
     def model_version(self) -> str:
         return "v1"
 
     async def predict(
-        self, rows: np.ndarray, endpoint: str, interval: float | None = None, batch: bool = True
+        self,
+        rows: np.ndarray,
+        endpoint: str,
+        interval: float | None = None,
+        batch: bool = True,
+        version: str | None = None,
     ) -> Prediction:
         assert endpoint == "v2_infer"
         outputs = rows[:, :2] * 2
