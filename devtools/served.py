@@ -18,6 +18,9 @@ import httpx
 import psutil
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PORT_TAKEN = "Address already in use"
+"""In a server's log when a port ``free_port`` found free was taken by another process before
+the server bound it (ports are picked, then bound: the race cannot be closed from outside)."""
 
 
 def free_port() -> int:
@@ -54,10 +57,17 @@ def wait_ready(
 ) -> float:
     """Seconds until ``url + path`` answered 200; stops the server and raises otherwise."""
     started = time.monotonic()
+    checked = started
     while time.monotonic() - started < timeout:
         if process.poll() is not None:
             output = log.read_text() if log else ""
             raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
+        if log is not None and time.monotonic() - checked > 0.5:
+            # a worker that cannot bind its port is restarted for ever: say so at once
+            checked = time.monotonic()
+            if log.exists() and PORT_TAKEN in (output := log.read_text(errors="replace")):
+                stop(process)
+                raise RuntimeError(f"a port of the server was taken:\n{output}")
         try:
             if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
                 return time.monotonic() - started

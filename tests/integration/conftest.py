@@ -46,8 +46,16 @@ def serving(trained: tuple[Path, str], where: Path, **settings: str) -> Iterator
     """A served process of the trained store with CROP_YIELD_* settings, its log in ``where``."""
     home, tag = trained
     log = where / "service.log"
-    settings.setdefault("grpc_port", str(free_port()))
-    process, url = start_service(home, log, **settings)
+    pinned = "grpc_port" in settings
+    for attempt in range(3):
+        if not pinned:
+            settings["grpc_port"] = str(free_port())
+        try:
+            process, url = start_service(home, log, **settings)  # a new HTTP port each time
+            break
+        except RuntimeError as exc:  # another process took a port between its pick and its bind
+            if attempt == 2 or served.PORT_TAKEN not in str(exc):
+                raise
     try:
         yield Server(url, home, tag, process, log, int(settings["grpc_port"]))
     finally:
