@@ -62,7 +62,15 @@ LABEL org.opencontainers.image.title="crop-yield-service" \
       org.opencontainers.image.licenses="MIT" \
       io.crop-yield.model-tag="crop_yield:$MODEL_VERSION"
 
-RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app
+# The served-set file of explicit model control (CROP_YIELD_MODEL_CONTROL=explicit, see
+# CROP_YIELD_SERVED_SET_FILE below) lives in /var/lib/crop-yield, a folder operators mount:
+# a writable volume to change the set with the repository API (it then outlives restarts),
+# or a ConfigMap, read-only, to change it by editing the ConfigMap
+# (deploy/kubernetes/components/served-set; the API then answers 409). The image holds only
+# the empty mount point, root's and not writable (the root is read-only anyway), but open
+# to every user, so uid 10001 reaches a mounted file readable by others (a ConfigMap's 0644).
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app \
+    && install -d -o root -g root -m 0755 /var/lib/crop-yield
 
 # The baked model store is owned by root: read-only for the service user.
 COPY --from=trainer /opt/crop-yield/bentoml /opt/crop-yield/bentoml
@@ -75,6 +83,7 @@ ENV PYTHONPATH=/app \
     BENTOML_HOME=/opt/crop-yield/bentoml \
     BENTOML_DO_NOT_TRACK=true \
     CROP_YIELD_MODEL_TAG=crop_yield:$MODEL_VERSION \
+    CROP_YIELD_SERVED_SET_FILE=/var/lib/crop-yield/served.json \
     CROP_YIELD_HOST=0.0.0.0 \
     CROP_YIELD_PORT=3000
 

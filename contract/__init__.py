@@ -29,6 +29,11 @@ def store_home() -> Path:
     return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser()
 
 
+SAVE_LOCK_FILE = ".crop-yield-save.lock"
+"""Lock file in ``<home>/models/``: training holds it exclusively while it saves an entry, the
+service shared while it lists the store, so a listing never sees an entry half-written."""
+
+
 METADATA_SCHEMA_VERSION = 2
 """Bumped whenever the metadata layout written by ``training`` changes (2: ``intervals``)."""
 

@@ -18,7 +18,6 @@ import math
 import signal
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -38,6 +37,7 @@ from service.http.request_metrics import METRICS_PATH, RequestMetrics, metrics_e
 from service.http.traffic import RequestContext, RequestGate
 from service.inference import preflight
 from service.inference.admission import MemoryBudget, Slots
+from service.inference.control import ModelControl
 from service.inference.dataplane import DataPlane
 from service.inference.device import resolve_device, wants_gpu
 from service.inference.errors import ModelLoadError
@@ -53,7 +53,7 @@ from service.rest.schemas import (
     columns_request_model,
     predict_request_model,
 )
-from service.settings import get_settings
+from service.settings import MODEL_VERSION_HEADER, get_settings
 from service.v2.routes import v2_app
 
 settings = get_settings()
@@ -71,6 +71,8 @@ logs.configure(settings.log_format)
 
 # Empty until the worker loads the model (CropYieldService.__init__): building it is cheap.
 plane = DataPlane(settings)
+# How the served versions change while serving (service.inference.control).
+control = ModelControl(settings, plane, lambda entry, device: _load_entry(entry, device))
 # Admission, one of each per worker for HTTP and gRPC alike (service.inference.admission).
 slots = Slots(math.ceil(settings.max_concurrency / settings.workers))
 # Unlimited until the worker has started and knows its resting memory (_start_runtime).
@@ -107,20 +109,11 @@ class CropYieldService:
             entries, default = served_entries(settings)  # the version policy over the store
         except PolicyError as exc:
             raise ModelLoadError(str(exc)) from None
-        models = [
-            LinearModel.load(
-                Path(stored.path),
-                str(stored.tag),
-                dict(stored.info.metadata),
-                stored.info.creation_time.isoformat(),
-                device,
-            )
-            for stored in entries
-        ]
+        models = [LinearModel.from_store(stored, device) for stored in entries]
         first = next(m for m in models if m.tag.partition(":")[2] == default)
         self.plane = plane
         plane.load(first, *(m for m in models if m is not first))
-        self._gc_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._grpc: GrpcServer | None = None
 
     @bentoml.on_deployment
@@ -135,8 +128,10 @@ class CropYieldService:
         runtime.quiet_validation_errors()
         logs.configure(settings.log_format)
         runtime.freeze_startup_heap()
-        self._gc_task = asyncio.get_running_loop().create_task(runtime.collect_periodically())
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(runtime.collect_periodically()))
         self.plane.start()
+        self._tasks.append(loop.create_task(control.run()))
         limit = (
             runtime.container_memory_limit()
             if settings.memory_limit_mb is None
@@ -147,7 +142,12 @@ class CropYieldService:
         if settings.grpc_port:
             token = settings.auth_token.get_secret_value() if settings.auth_token is not None else None
             handler = inference_handler(
-                InferenceServicer(self.plane), slots, memory_budget, token, settings.request_timeout
+                InferenceServicer(self.plane, control),
+                slots,
+                memory_budget,
+                token,
+                settings.request_timeout,
+                settings.version_sticky_header,
             )
             self._grpc = GrpcServer(
                 self.plane,
@@ -176,9 +176,9 @@ class CropYieldService:
     async def _stop_runtime(self) -> None:
         if self._grpc is not None:  # begun at SIGTERM; ends within the same deadline
             await self._grpc.stop(settings.graceful_shutdown_timeout)
+        for task in self._tasks:
+            task.cancel()
         self.plane.stop()
-        if self._gc_task is not None:
-            self._gc_task.cancel()
         metrics.forget_this_worker()
 
     async def __is_ready__(self) -> bool:
@@ -191,19 +191,26 @@ class CropYieldService:
     # the request rebuilt from the fields BentoML validated and passes (the bodies answer
     # only in-process calls; tests/unit/service/test_json_api.py holds the two to one answer).
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
-    async def predict(self, **request: Any) -> Response:
+    async def predict(self, ctx: bentoml.Context, **request: Any) -> Response:
         """Predict apple and orange yields for each region, in order, with a flag for
         inputs outside the training range and, when asked for, prediction intervals.
 
         Rows of concurrent calls are merged into one model call (adaptive batching).
         """
-        return await handlers.predict(self.plane, PredictRequest.model_construct(**request))
+        version = handlers.asked_version(ctx.request.headers.get(MODEL_VERSION_HEADER))
+        return _answered(
+            ctx, await handlers.predict(self.plane, PredictRequest.model_construct(**request), version)
+        )
 
     @bentoml.api(route="/predict_columns", input_spec=ColumnsRequest, output_spec=ColumnsResponse)
-    async def predict_columns(self, **request: Any) -> Response:
+    async def predict_columns(self, ctx: bentoml.Context, **request: Any) -> Response:
         """Bulk prediction from columns (up to the configured maximum rows), validated as
         arrays; with a column of outside-training-range flags and, when asked for, intervals."""
-        return await handlers.predict_columns(self.plane, ColumnsRequest.model_construct(**request))
+        version = handlers.asked_version(ctx.request.headers.get(MODEL_VERSION_HEADER))
+        answer = await handlers.predict_columns(
+            self.plane, ColumnsRequest.model_construct(**request), version
+        )
+        return _answered(ctx, answer)
 
 
 # Outermost first: request metrics, request id and deadline, authentication (headers only), unroutable V2
@@ -215,7 +222,9 @@ _service: Any = CropYieldService
 _service.add_asgi_middleware(
     RequestMetrics, service_name=SERVICE_NAME, routes=tuple(sorted(paths.JSON_API_PATHS))
 )
-_service.add_asgi_middleware(RequestContext, timeout=settings.request_timeout)
+_service.add_asgi_middleware(
+    RequestContext, timeout=settings.request_timeout, sticky_header=settings.version_sticky_header
+)
 if settings.auth_token is not None:
     _service.add_asgi_middleware(
         BearerAuth, token=settings.auth_token.get_secret_value(), protects=paths.is_protected
@@ -239,11 +248,25 @@ json_routes = json_api(
 _service.add_asgi_middleware(
     HotPaths,
     routes={**json_routes, ("GET", METRICS_PATH): metrics_endpoint},
-    tree=v2_app(plane),
+    tree=v2_app(plane, control),
     claims=paths.is_v2,
 )
 
 DEPLOYMENT = Deployment.of(settings)
+
+
+def _answered(ctx: bentoml.Context, response: Response) -> Response:
+    """BentoML gives a body's ``Response`` the status of ``ctx.response`` (it takes a ``ctx``
+    for the X-Model-Version header): the handler's status is kept by setting it there."""
+    ctx.response.status_code = response.status_code
+    return response
+
+
+def _load_entry(entry: Any, device: Any) -> Any:
+    """``LinearModel.from_store``, imported in the worker only (torch)."""
+    from service.inference.model import LinearModel
+
+    return LinearModel.from_store(entry, device)
 
 
 def _on_termination(begin: Callable[[], None]) -> None:

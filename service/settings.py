@@ -16,6 +16,9 @@ environment is read, so that reading settings does not import torch."""
 RETRY_AFTER_S = 1
 """Seconds a refused client is asked to wait before retrying: HTTP's Retry-After (429, 503) and
 gRPC's ``grpc-retry-pushback-ms`` (RESOURCE_EXHAUSTED, UNAVAILABLE)."""
+MODEL_VERSION_HEADER = "x-model-version"
+"""Request header naming the version a prediction route should use, and the response header
+of every prediction route naming the version that answered (gRPC metadata alike)."""
 
 
 class Settings(BaseSettings):
@@ -35,6 +38,39 @@ class Settings(BaseSettings):
     )
     default_version: str | None = Field(
         None, description="The version answering calls that name none; unset = the newest served"
+    )
+    model_control: Literal["none", "poll", "explicit"] = Field(
+        "none",
+        description="How the served versions change while serving (Triton's model control modes): none "
+        "(fixed at start), poll (follow the model store under the version policy), explicit (the "
+        "repository API under /v2/repository changes them)",
+    )
+    served_set_file: str | None = Field(
+        None,
+        description="explicit control: the file holding the served versions and the default, which "
+        "every worker follows and which outlives a restart (a writable volume, or a mounted ConfigMap "
+        "to edit instead of calling the API); unset = crop-yield-served.json in the BentoML home",
+    )
+    control_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between two looks at the model store (poll) or the served-set file",
+    )
+    version_weights: str | None = Field(
+        None,
+        description="Canary weights for calls that name no version, e.g. v1=90,v2=10 (versions not served "
+        "are left out); unset = the default version answers them",
+    )
+    version_sticky_header: str = Field(
+        "x-request-id",
+        description="The request header (gRPC metadata) whose hash picks a call's version under "
+        "CROP_YIELD_VERSION_WEIGHTS, so one key always reaches one version",
+    )
+    shadow_version: str | None = Field(
+        None,
+        description="A served version that also predicts, off the hot path, the calls that name no "
+        "version; its answers are only compared (crop_yield_shadow_abs_difference)",
     )
     device: DeviceSetting = Field("auto", description="Where the model runs; auto = CUDA when available")
     max_rows_per_request: int = Field(
@@ -111,6 +147,11 @@ class Settings(BaseSettings):
         """Where gRPC listens, as grpcio spells it (an IPv6 host in brackets)."""
         host = self.host.strip("[]")
         return f"[{host}]:{self.grpc_port}" if ":" in host else f"{host}:{self.grpc_port}"
+
+    @field_validator("version_sticky_header", mode="after")
+    @classmethod
+    def _header_names_are_lower_case(cls, name: str) -> str:
+        return name.strip().lower()
 
     @field_validator("auth_token", mode="after")
     @classmethod

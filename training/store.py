@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from contract import WEIGHTS_FILE, store_home
+from contract import SAVE_LOCK_FILE, WEIGHTS_FILE, store_home
 
 
 class StoreError(RuntimeError):
@@ -59,7 +59,7 @@ def check_new_tag(name: str, version: str | None) -> None:
 def _store_lock() -> Iterator[None]:
     models = store_home() / "models"
     models.mkdir(parents=True, exist_ok=True)
-    with (models / ".crop-yield-save.lock").open("w") as lock:
+    with (models / SAVE_LOCK_FILE).open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -63,7 +63,8 @@ async def _version(
 def _add(router: APIRouter, op: Operation) -> None:
     stub = _version if "{version}" in op.path else _model if "{model_name}" in op.path else _no_parameters
     responses: dict[int | str, dict[str, Any]] = {}  # errors: service.docs.openapi adds them from one table
-    if op.method == "POST":
+    infer = op.method == "POST" and op.request_model is None
+    if infer:
         responses[200] = {
             "description": "Predictions; JSON, or JSON + binary tensors when asked for",
             "content": BINARY,
@@ -78,8 +79,16 @@ def _add(router: APIRouter, op: Operation) -> None:
         description=op.description,
         tags=[TAG],
         operation_id=f"v2_{op.handler}_{'version' if stub is _version else 'latest'}",
-        openapi_extra=INFER_BODY if op.method == "POST" else None,
+        openapi_extra=INFER_BODY if infer else _json_body(op),
     )
+
+
+def _json_body(op: Operation) -> dict[str, Any] | None:
+    """A repository call's JSON body (optional: every field has a default)."""
+    if op.request_model is None:
+        return None
+    schema = {"$ref": REF.format(model=op.request_model.__name__)}
+    return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}}
 
 
 @cache
@@ -93,6 +102,10 @@ def v2_openapi() -> dict[str, Any]:
     request_schema = InferenceRequest.model_json_schema(ref_template=REF)
     schemas.update({**request_schema.pop("$defs", {}), "InferenceRequest": request_schema})
     schemas["V2Error"] = V2Error.model_json_schema(ref_template=REF)
+    for op in OPERATIONS:
+        if op.request_model is not None:
+            schema = op.request_model.model_json_schema(ref_template=REF)
+            schemas.update({**schema.pop("$defs", {}), op.request_model.__name__: schema})
     for item in document["paths"].values():
         for operation in item.values():
             operation["responses"].pop("422", None)  # path parameters are strings: never invalid

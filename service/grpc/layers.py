@@ -4,8 +4,9 @@ of those cost a fifth of single-row throughput: docs/architecture.md). Outermost
 
 - ``observed``: the request id (``x-request-id`` metadata, as ``X-Request-ID`` is for HTTP)
   and route in the log context, the request deadline (CROP_YIELD_REQUEST_TIMEOUT: answered
-  DEADLINE_EXCEEDED), and the call counted and timed by method and status code
-  (``crop_yield_grpc_requests_total``, ``crop_yield_grpc_request_duration_seconds``),
+  DEADLINE_EXCEEDED), and the call counted by method and status code
+  (``crop_yield_grpc_requests_total``) and timed by method and the model version that
+  answered (``crop_yield_grpc_request_duration_seconds``),
   abandoned calls included: a call its client cancels, or whose client deadline passes,
   is counted CANCELLED or DEADLINE_EXCEEDED, as the client sees it;
 - ``authenticated``: the bearer token, when one is set (UNAUTHENTICATED);
@@ -68,20 +69,38 @@ def metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
     return None
 
 
-def observed(behaviour: Behaviour, route: str, method: str, timeout: float) -> Behaviour:
-    duration = metrics.grpc_request_duration().labels(method=method)
+def observed(
+    behaviour: Behaviour, route: str, method: str, timeout: float, sticky_header: str = "x-request-id"
+) -> Behaviour:
+    """Timed by method and by the model version that answered: the answer's ``model_version``
+    when it has one (ModelInferResponse), else "" (no answer, or an RPC without versions).
+    ``sticky_header``: the metadata canary weights hash (``context.ROUTING_KEY``) when a call
+    has it; the request id otherwise."""
+    sticky = None if sticky_header == "x-request-id" else sticky_header
+    timed = metrics.grpc_request_duration()
+    durations = {"": timed.labels(method=method, version="")}  # bound once per version seen
     counted = metrics.grpc_requests_total()
     answered_ok = counted.labels(method=method, code="OK")
 
+    def duration_of(version: str) -> Any:
+        if version not in durations and len(durations) >= metrics.MAX_VERSIONS:
+            version = metrics.OTHER_VERSION  # versions come from answers, but stay bounded
+        if version not in durations:
+            durations[version] = timed.labels(method=method, version=version)
+        return durations[version]
+
     async def observe(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        request_context.begin(metadata(context, "x-request-id"), route)
+        key = None if sticky is None else metadata(context, sticky)
+        request_context.begin(metadata(context, "x-request-id"), route, key)
         started = time.perf_counter()
         code: Any = grpc.StatusCode.UNKNOWN
+        version = ""
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
                 answer = await behaviour(request, context)
             code = context.code() or grpc.StatusCode.OK
+            version = getattr(answer, "model_version", "")
             return answer
         except TimeoutError:
             if not deadline.expired():  # raised inside, not the request deadline
@@ -100,7 +119,7 @@ def observed(behaviour: Behaviour, route: str, method: str, timeout: float) -> B
                 answered_ok.inc()
             else:
                 counted.labels(method=method, code=_name(code)).inc()
-            duration.observe(time.perf_counter() - started)
+            (durations.get(version) or duration_of(version)).observe(time.perf_counter() - started)
 
     return observe
 

@@ -33,6 +33,8 @@ log = logging.getLogger("crop_yield.grpc")
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 INFERENCE_SERVICE = SERVICE.full_name
 READY_POLL_S = 0.2
+READABLE = frozenset({"RepositoryIndex"})
+"""Not probes (they take a slot), but readable without the token, as over HTTP."""
 
 
 def inference_handler(
@@ -41,6 +43,7 @@ def inference_handler(
     budget: MemoryBudget,
     token: str | None,
     timeout: float,
+    sticky_header: str = "x-request-id",
 ) -> grpc.GenericRpcHandler:
     """The servicer's RPCs, each behind the layers of ``service.grpc.layers``."""
     handlers = {}
@@ -52,11 +55,11 @@ def inference_handler(
         if method.name not in OPEN:
             behaviour = admitted(behaviour, slots, budget)
             read = sized(read)
-            if token:
+            if token and method.name not in READABLE:
                 behaviour = authenticated(behaviour, token)
         route = f"/{INFERENCE_SERVICE}/{method.name}"
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            observed(behaviour, route, method.name, timeout),
+            observed(behaviour, route, method.name, timeout, sticky_header),
             request_deserializer=read,
             response_serializer=response_type.SerializeToString,
         )

@@ -20,10 +20,12 @@ import grpc
 from service.grpc import codec
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
-from service.grpc.layers import RETRY_PUSHBACK
+from service.grpc.layers import RETRY_PUSHBACK, metadata
+from service.inference.control import Control
 from service.inference.dataplane import Plane
-from service.inference.errors import DataPlaneError, Kind
-from service.v2 import served
+from service.inference.errors import ControlError, DataPlaneError, Kind
+from service.settings import MODEL_VERSION_HEADER
+from service.v2 import repository, served
 from service.v2.codec import CodecError
 
 log = logging.getLogger("crop_yield.grpc")
@@ -44,12 +46,22 @@ def status_of(kind: Kind) -> grpc.StatusCode:
             return grpc.StatusCode.UNAVAILABLE
         case Kind.OVERLOADED:
             return grpc.StatusCode.RESOURCE_EXHAUSTED
+        case Kind.CONFLICT:
+            return grpc.StatusCode.FAILED_PRECONDITION
     assert_never(kind)
 
 
 class InferenceServicer(rpc.GRPCInferenceServiceServicer):
-    def __init__(self, plane: Plane) -> None:
+    def __init__(self, plane: Plane, control: Control | None = None) -> None:
+        """``control``: the repository RPCs' (without one they answer FAILED_PRECONDITION)."""
         self.plane = plane
+        self._control = control
+
+    @property
+    def control(self) -> Control:
+        if self._control is None:
+            raise ControlError("this server has no model control")
+        return self._control
 
     async def _answer(
         self, context: grpc.aio.ServicerContext, handle: Callable[[], Awaitable[Answer]]
@@ -58,7 +70,7 @@ class InferenceServicer(rpc.GRPCInferenceServiceServicer):
             return await handle()
         except served.NotServedError as exc:
             code, message = grpc.StatusCode.NOT_FOUND, str(exc)
-        except CodecError as exc:
+        except (CodecError, repository.BadRepositoryCallError) as exc:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except DataPlaneError as exc:
             code, message = status_of(exc.kind), str(exc)
@@ -119,3 +131,63 @@ class InferenceServicer(rpc.GRPCInferenceServiceServicer):
             )
 
         return await self._answer(context, handle)
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        async def handle() -> pb.RepositoryIndexResponse:
+            entries = await self.control.index(request.ready)
+            return pb.RepositoryIndexResponse(
+                models=[
+                    pb.RepositoryIndexResponse.ModelIndex(
+                        name=e.name, version=e.version, state=e.state, reason=e.reason
+                    )
+                    for e in entries
+                ]
+            )
+
+        return await self._answer(context, handle)
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        async def handle() -> pb.RepositoryModelLoadResponse:
+            await self.control.load(self._version(request, context))
+            return pb.RepositoryModelLoadResponse()
+
+        return await self._answer(context, handle)
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        async def handle() -> pb.RepositoryModelUnloadResponse:
+            version = self._version(request, context)
+            if version is None:
+                raise repository.BadRepositoryCallError(
+                    "unload needs parameters['version'] (or the x-model-version metadata)"
+                )
+            await self.control.unload(version)
+            return pb.RepositoryModelUnloadResponse()
+
+        return await self._answer(context, handle)
+
+    def _version(
+        self,
+        request: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> str | None:
+        """The version a load or unload names: ``parameters["version"]``, a load's
+        ``parameters["config"]``, or the ``x-model-version`` metadata (tritonclient's headers)."""
+        name = self.plane.model_name
+        if request.model_name != name:
+            raise served.NotServedError(
+                f"model {request.model_name!r} is not in this repository; it holds {name!r}"
+            )
+        parameters = request.parameters
+        if "version" in parameters:
+            given = parameters["version"]
+            return str(getattr(given, given.WhichOneof("parameter_choice") or "string_param")).strip().lower()
+        if "config" in parameters:
+            return repository.config_version(parameters["config"].string_param)
+        asked = metadata(context, MODEL_VERSION_HEADER)
+        return asked.strip().lower() or None if asked is not None else None

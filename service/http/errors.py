@@ -44,7 +44,11 @@ def _predictions(path: str, method: str) -> bool:
 
 
 def _v2_models(path: str, method: str) -> bool:
-    return path.startswith("/v2/models/")
+    return path.startswith(("/v2/models/", "/v2/repository/models/"))
+
+
+def _repository_changes(path: str, method: str) -> bool:
+    return path.startswith("/v2/repository/models/")
 
 
 def _loading(path: str, method: str) -> bool:
@@ -98,6 +102,13 @@ REQUEST_TIMEOUT = ApiError(
     "CROP_YIELD_BODY_MIN_RATE",
     _posts,
     close=True,
+)
+CONFLICT = ApiError(
+    409,
+    "conflict",
+    "The served set cannot change this way: model control is not explicit (CROP_YIELD_MODEL_CONTROL), "
+    "the served-set file is read-only, or the version is the default",
+    _repository_changes,
 )
 TOO_LARGE = ApiError(
     413, "request too large", "Request body larger than CROP_YIELD_MAX_BODY_BYTES", _posts, close=True
@@ -153,6 +164,7 @@ TABLE: tuple[ApiError, ...] = (
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
     REQUEST_TIMEOUT,
+    CONFLICT,
     TOO_LARGE,
     UNSUPPORTED_MEDIA_TYPE,
     TOO_MANY_REQUESTS,

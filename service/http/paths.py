@@ -22,12 +22,13 @@ def is_probe(path: str) -> bool:
 
 
 PROTECTED_PATHS = JSON_API_PATHS | {"/metadata"}
-PROTECTED_PREFIXES = ("/v2/models/",)
+PROTECTED_PREFIXES = ("/v2/models/", "/v2/repository/models/")
 
 
 def is_protected(path: str) -> bool:
-    """With a token configured these need it: the predictions, /metadata and the model routes
-    under /v2/models/ other than readiness. The probes, /metrics and the API document stay open."""
+    """With a token configured these need it: the predictions, /metadata, the model routes
+    under /v2/models/ other than readiness, and the repository's load, unload and default.
+    The probes, /metrics, the repository index and the API document stay open."""
     return (path in PROTECTED_PATHS or path.startswith(PROTECTED_PREFIXES)) and not is_probe(path)
 
 

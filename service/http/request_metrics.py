@@ -10,6 +10,10 @@ once per route and status. ``/metrics`` went with BentoML's middleware and is se
 The ``endpoint`` label is the request's path, except that a 404 counts as ``unmatched``
 and, after ``MAX_ENDPOINTS`` distinct paths, further ones count as ``other``: a scanner
 trying random paths must not grow the scraper's series without bound.
+
+The ``version`` label is the model version that answered, read from the response's own
+``x-model-version`` header (``MODEL_VERSION_HEADER``, which every prediction route
+sets), "" for a response without one; after ``metrics.MAX_VERSIONS`` values, ``other``.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import bentoml
 
 from service.http.asgi import ASGIApp, Message, Receive, Scope, Send
 from service.observability import metrics
+from service.settings import MODEL_VERSION_HEADER
 
 log = logging.getLogger("crop_yield.metrics")
 
 METRICS_PATH = "/metrics"
 MAX_ENDPOINTS = 64
+_VERSION_HEADER = MODEL_VERSION_HEADER.encode()  # ASGI header names are lower-case bytes
 
 
 class RequestMetrics:
@@ -43,25 +49,35 @@ class RequestMetrics:
             "service_version": context.bento_version,
             "runner_name": service_name,
         }
-        self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._series: dict[tuple[str, int, str], tuple[Any, Any]] = {}
         self._endpoints: set[str] = set()
+        self._versions: set[str] = set()
         self._in_progress = metrics.requests_in_progress().labels(**self.identity)
         for route in routes:  # zero samples from the start, so rate() has a first point
             for status in (200, 500):
-                self._bound(route, status)
+                self._bound(route, status, "")
 
-    def _bound(self, path: str, status: int) -> tuple[Any, Any]:
-        series = self._series.get((path, status))
+    def _bound(self, path: str, status: int, version: str) -> tuple[Any, Any]:
+        series = self._series.get((path, status, version))
         if series is not None:
             return series
         endpoint = "unmatched" if status == 404 else path
         if endpoint not in self._endpoints and len(self._endpoints) >= MAX_ENDPOINTS:
             endpoint = "other"
         self._endpoints.add(endpoint)
-        labels = {**self.identity, "endpoint": endpoint, "http_response_code": str(status)}
+        answered = version
+        if answered not in self._versions and len(self._versions) >= metrics.MAX_VERSIONS:
+            answered = metrics.OTHER_VERSION
+        self._versions.add(answered)
+        labels = {
+            **self.identity,
+            "endpoint": endpoint,
+            "http_response_code": str(status),
+            "version": answered,
+        }
         series = (metrics.requests_total().labels(**labels), metrics.request_duration().labels(**labels))
-        if endpoint == path:  # only real routes are kept; the rest are looked up again
-            self._series[(path, status)] = series
+        if endpoint == path and answered == version:  # only real routes and versions are kept
+            self._series[(path, status, version)] = series
         return series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,11 +86,16 @@ class RequestMetrics:
             return
         started = time.perf_counter()
         status = 500  # what the client sees when the app fails before answering
+        version = ""
 
         async def send_and_note(message: Message) -> None:
-            nonlocal status
+            nonlocal status, version
             if message["type"] == "http.response.start":
                 status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name == _VERSION_HEADER:
+                        version = value.decode("latin-1")
+                        break
             await send(message)
 
         self._in_progress.inc()
@@ -82,7 +103,7 @@ class RequestMetrics:
             await self.app(scope, receive, send_and_note)
         finally:
             self._in_progress.dec()
-            total, duration = self._bound(scope["path"], status)
+            total, duration = self._bound(scope["path"], status, version)
             total.inc()
             duration.observe(time.perf_counter() - started)
 

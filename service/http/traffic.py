@@ -57,15 +57,19 @@ class RequestContext:
     (``service.observability.context``, read by the log filter) and added to the response headers.
     """
 
-    def __init__(self, app: ASGIApp, timeout: float) -> None:
+    def __init__(self, app: ASGIApp, timeout: float, sticky_header: str = "x-request-id") -> None:
+        """``sticky_header``: the header canary weights hash (``context.ROUTING_KEY``) when a
+        request has it; the request id otherwise."""
         self.app = app
         self.timeout = timeout
+        self.sticky = None if sticky_header == "x-request-id" else sticky_header.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = context.begin(header(scope, b"x-request-id"), scope["path"])
+        key = None if self.sticky is None else header(scope, self.sticky)
+        request_id = context.begin(header(scope, b"x-request-id"), scope["path"], key)
         id_header = (b"x-request-id", request_id.encode())
         started = False
 

@@ -15,6 +15,8 @@ its start-up hook), so the front ends receive it instead of looking the service 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,11 +24,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from service.inference.batching import RowBatcher
-from service.inference.errors import ModelLoadError, NotReadyError, VersionNotServedError
+from service.inference.errors import ModelLoadError, NotReadyError, VersionLoadError, VersionNotServedError
 from service.inference.intervals import Intervals
+from service.inference.routing import Split, parse_weights
+from service.inference.shadow import Shadow
 from service.inference.training_range import TrainingBox
-from service.observability import metrics, monitoring
+from service.observability import context, metrics, monitoring
 from service.settings import Settings
+
+log = logging.getLogger("crop_yield.dataplane")
+DRAIN_POLL_S = 0.01
 
 if TYPE_CHECKING:  # the worker hands the loaded model in; torch stays out of this module
     from service.inference.model import LinearModel
@@ -93,7 +100,8 @@ class Plane(Protocol):
 
 
 class _Loaded:
-    """What exists once a model is loaded: the model and everything computed from it."""
+    """One served version: the model, everything computed from it, its batcher and metrics,
+    and how many calls are using it (an unloaded version is dropped once none is)."""
 
     def __init__(self, model: LinearModel) -> None:
         self.model = model
@@ -104,19 +112,57 @@ class _Loaded:
         self.box = TrainingBox(feature_ranges)
         self.monitor = monitoring.Monitor(feature_ranges, target_ranges, self.box)
         self.intervals = Intervals(model.metadata.intervals, model.tag)
+        self.batcher: RowBatcher | None = None
+        self.sink: monitoring.PrometheusSink | None = None
+        self.in_flight = 0
+        self._counters: dict[str, Any] = {}
+
+    def warm_up(self) -> None:
+        """The first call pays for lazy initialisation (and CUDA context creation); it also
+        checks the model gives finite answers."""
+        middle = ((self.box.lows + self.box.highs) / 2).reshape(1, -1)
+        if not np.all(np.isfinite(self.model.predict(middle))):
+            raise ModelLoadError(f"model {self.model.tag} gives non-finite predictions")
+
+    def rows_predicted(self, endpoint: str) -> Any:
+        """The endpoint's row counter for this version, its labels looked up once."""
+        counter = self._counters.get(endpoint)
+        if counter is None:
+            counter = self._counters[endpoint] = metrics.rows_predicted().labels(
+                endpoint=endpoint, version=self.version
+            )
+        return counter
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the plane serves at one moment; replaced whole when the set changes, so a call
+    that took it keeps its version to the end."""
+
+    default: _Loaded
+    versions: dict[str, _Loaded]
+    """Every served version, the default first, then newest first."""
+    split: Split | None = None
+    """Canary weights for calls that name no version (None: the default answers them)."""
+
+    def pick(self, version: str | None, key: str | None) -> _Loaded | None:
+        if version is not None:
+            return self.versions.get(version)
+        if self.split is None:
+            return self.default
+        return self.versions[self.split.pick(key)]
 
 
 class DataPlane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._loaded: _Loaded | None = None
-        """The default version: it answers calls that name none."""
-        self._versions: dict[str, _Loaded] = {}
-        """Every served version, the default first, then newest first."""
-        self._batcher: RowBatcher | None = None
+        self._served: Served | None = None
+        self._weights = None if settings.version_weights is None else parse_weights(settings.version_weights)
+        self._started = False
         self._tasks: list[asyncio.Task[Any]] = []
-        self._sink: monitoring.PrometheusSink | None = None
-        self._counters: dict[str, Any] = {}
+        self.shadow: Shadow | None = None
+        self._draining: dict[str, _Loaded] = {}
+        """Versions left out of the set whose calls in flight are still finishing."""
         self.ready = False
         """True once the model is loaded, warmed up and the start-up hook has run (/readyz)."""
 
@@ -127,63 +173,104 @@ class DataPlane:
         each after a warm-up call (which also checks it is finite)."""
         served = [_Loaded(m) for m in (model, *others)]
         for loaded in served:
-            # Warm-up: the first call pays for lazy initialisation (and CUDA context creation).
-            middle = ((loaded.box.lows + loaded.box.highs) / 2).reshape(1, -1)
-            if not np.all(np.isfinite(loaded.model.predict(middle))):
-                raise ModelLoadError(f"model {loaded.model.tag} gives non-finite predictions")
-        self._versions = {loaded.version: loaded for loaded in served}
-        self._loaded = served[0]
+            loaded.warm_up()
+        self._served = self._snapshot(served[0], served)
 
     def start(self) -> None:
-        """In the worker's event loop: the batcher, the model-info metric, monitoring's flush."""
-        loaded = self._require()
-        if self.settings.batching:
-            self._batcher = RowBatcher(
-                self._call_model,
-                self.settings.max_batch_size,
-                self.settings.max_latency_ms,
-                on_model_call=metrics.rows_per_model_call().observe,
-            )
-        device = str(loaded.model.device)
-        metrics.model_info().labels(model=loaded.name, version=loaded.version, device=device).set(1)
+        """In the worker's event loop: the batchers, the model-info metric, monitoring's flush."""
+        served = self._require()
+        self._started = True
+        for loaded in served.versions.values():
+            self._start_version(loaded, loaded is served.default)
+        loop = asyncio.get_running_loop()
         if self.settings.monitoring:
-            self._sink = monitoring.PrometheusSink(loaded.monitor)
-            self._tasks.append(asyncio.get_running_loop().create_task(self._sink.run()))
+            self._tasks.append(loop.create_task(self._flush_periodically()))
+        if self.settings.shadow_version is not None:
+            self.shadow = Shadow(self.settings.shadow_version)
+            self._tasks.append(loop.create_task(self.shadow.run(self._versions_now)))
         self.ready = True
 
     def stop(self) -> None:
         """At shutdown: no more batches, the flush task cancelled, and one last flush, so the
         model calls of the last second before the shutdown reach the metrics too."""
         self.ready = False
-        if self._batcher is not None:
-            self._batcher.shutdown()
-            self._batcher = None
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
-        if self._sink is not None:
-            sink, self._sink = self._sink, None
-            sink.flush()
+        if self._served is not None:
+            for loaded in [*self._served.versions.values(), *self._draining.values()]:
+                self._stop_version(loaded)
+
+    async def change(
+        self,
+        versions: Sequence[str],
+        default: str,
+        load: Callable[[str], Awaitable[LinearModel]],
+        drain_s: float,
+    ) -> list[str]:
+        """Serve ``versions`` (newest first) with ``default`` answering calls that name none.
+
+        A version not served yet is loaded with ``load``, warmed up and started before the
+        set changes; if any fails (``ModelLoadError`` from ``load`` or the warm-up) the set
+        is left as it was (``VersionLoadError``). Then the new set replaces the old in one
+        assignment: calls already running keep the version they started with, new calls see
+        the new set. A version
+        left out is drained in the background (its calls in flight finish, up to
+        ``drain_s`` seconds) before its batcher stops. Returns the versions left out."""
+        current = self._require()
+        if default not in versions:
+            raise ValueError(f"the default {default!r} is not among the versions {list(versions)}")
+        fresh: list[_Loaded] = []
+        for version in versions:  # nothing is started before all are loaded: a failure leaves no trace
+            if version not in current.versions:
+                try:
+                    loaded = _Loaded(await load(version))
+                    loaded.warm_up()
+                except ModelLoadError as exc:
+                    raise VersionLoadError(version, str(exc)) from None
+                fresh.append(loaded)
+        by_version = {**current.versions, **{loaded.version: loaded for loaded in fresh}}
+        chosen = [by_version[v] for v in versions]
+        new = self._snapshot(by_version[default], chosen)
+        if self._started:
+            for loaded in chosen:
+                if loaded in fresh or (loaded is new.default) != (loaded is current.default):
+                    self._start_version(loaded, loaded is new.default)
+        self._served = new
+        dropped = [loaded for v, loaded in current.versions.items() if v not in new.versions]
+        self._tasks = [task for task in self._tasks if not task.done()]  # finished drains
+        for loaded in dropped:
+            self._draining[loaded.version] = loaded
+            self._tasks.append(asyncio.get_running_loop().create_task(self._drain(loaded, drain_s)))
+        return [loaded.version for loaded in dropped]
 
     # -- what the front ends ask ----------------------------------------------------------
 
     @property
+    def draining(self) -> set[str]:
+        """Versions left out of the set whose calls in flight are still finishing."""
+        return set(self._draining)
+
+    @property
+    def served(self) -> Served:
+        return self._require()
+
+    @property
     def model(self) -> LinearModel:
-        return self._require().model
+        return self._require().default.model
 
     @property
     def model_name(self) -> str:
-        return self._require().name
+        return self._require().default.name
 
     @property
     def model_version(self) -> str:
-        return self._require().version
+        return self._require().default.version
 
     @property
     def versions(self) -> list[str]:
         """The served versions, the default first, then newest first."""
-        self._require()
-        return list(self._versions)
+        return list(self._require().versions)
 
     @property
     def max_bulk_rows(self) -> int:
@@ -197,57 +284,119 @@ class DataPlane:
         batch: bool = True,
         version: str | None = None,
     ) -> Prediction:
-        """float32 n×3 → the outputs of ``version`` (the default when None) and bounds at
-        ``interval``, counted under ``endpoint``; ``VersionNotServedError`` for a version not
-        served.
+        """float32 n×3 → the outputs of ``version`` and bounds at ``interval``, counted under
+        ``endpoint``; ``VersionNotServedError`` for a version not served. A call naming no
+        version goes to the default, or where the canary weights send its routing key (the
+        request's, ``service.observability.context.ROUTING_KEY``).
 
-        With ``batch``, up to the /predict row limit, rows of the default version share a
-        model call with the rows of concurrent calls of any endpoint; larger calls would only
-        hold the batch up, and bulk endpoints pass ``batch=False``. Calls naming another
-        version go straight to it (they are the exception: canaries and comparisons).
+        With ``batch``, up to the /predict row limit, rows share a model call with the rows
+        of concurrent calls of any endpoint to the same version; larger calls would only hold
+        the batch up, and bulk endpoints pass ``batch=False``.
         """
-        default = self._require()
-        loaded = default if version is None else self._versions.get(version)
+        served = self._require()
+        loaded = served.pick(version, None if served.split is None else context.ROUTING_KEY.get())
         if loaded is None:
             raise VersionNotServedError(
-                f"version {version!r} of model {default.name!r} is not served here; served: "
-                + ", ".join(repr(v) for v in self._versions)
+                f"version {version!r} of model {served.default.name!r} is not served here; served: "
+                + ", ".join(repr(v) for v in served.versions)
             )
-        if (
-            loaded is default
-            and batch
-            and self._batcher is not None
-            and len(rows) <= self.settings.max_rows_per_request
-        ):
-            outputs = await self._batcher(rows)
-        else:
-            outputs = self._call_model(rows, loaded)
-            metrics.rows_per_model_call().observe(len(rows))
-        self._rows_predicted(endpoint).inc(len(rows))
+        loaded.in_flight += 1  # no await since the set was read: a drain cannot miss this call
+        try:
+            if batch and loaded.batcher is not None and len(rows) <= self.settings.max_rows_per_request:
+                outputs = await loaded.batcher(rows)
+            else:
+                outputs = self._call_model(rows, loaded)
+                metrics.rows_per_model_call().observe(len(rows))
+        finally:
+            loaded.in_flight -= 1
+        loaded.rows_predicted(endpoint).inc(len(rows))
+        if version is None and self.shadow is not None:
+            self.shadow.offer(rows, outputs, loaded.version)
         bounds = None if interval is None else loaded.intervals.bounds(rows, outputs, interval)
         return Prediction(rows, outputs, bounds, interval, loaded.box, loaded.model.tag)
 
     # -- inside ---------------------------------------------------------------------------
 
-    def _require(self) -> _Loaded:
-        if self._loaded is None:
+    def _require(self) -> Served:
+        if self._served is None:
             raise NotReadyError("the model is still loading")
-        return self._loaded
+        return self._served
 
-    def _call_model(self, rows: np.ndarray, loaded: _Loaded | None = None) -> np.ndarray:
-        """Every model call of every endpoint (of the default version unless ``loaded`` says
-        another): predict, then fold the call into monitoring. Monitoring watches the default
-        version only: its histograms' buckets are that version's training range."""
-        default = self._require()
-        loaded = loaded or default
+    def _versions_now(self) -> dict[str, _Loaded]:
+        return self._require().versions
+
+    def _snapshot(self, default: _Loaded, newest_first: Sequence[_Loaded]) -> Served:
+        ordered = {default.version: default, **{loaded.version: loaded for loaded in newest_first}}
+        split = None
+        if self._weights is not None:
+            split = Split(self._weights, ordered)
+            if not split:
+                log.warning("CROP_YIELD_VERSION_WEIGHTS names no served version; the default answers all")
+                split = None
+        return Served(default, ordered, split)
+
+    def _start_version(self, loaded: _Loaded, default: bool) -> None:
+        """Its batcher and monitoring sink (once), and its line of the model-info metric."""
+        if loaded.batcher is None and self.settings.batching:
+            loaded.batcher = RowBatcher(
+                lambda rows: self._call_model(rows, loaded),
+                self.settings.max_batch_size,
+                self.settings.max_latency_ms,
+                on_model_call=metrics.rows_per_model_call().observe,
+            )
+        if loaded.sink is None and self.settings.monitoring:
+            loaded.sink = monitoring.PrometheusSink(loaded.monitor, loaded.version)
+        self._model_info(loaded, default)
+
+    def _model_info(self, loaded: _Loaded, default: bool | None) -> None:
+        """1 on the version's line with its ``default`` label, 0 on the other (a multiprocess
+        gauge cannot drop a line); ``default=None``: the version is no longer served."""
+        info = metrics.model_info()
+        device = str(loaded.model.device)
+        for marked in (True, False):
+            value = 1 if default is marked else 0
+            info.labels(
+                model=loaded.name, version=loaded.version, device=device, default=str(marked).lower()
+            ).set(value)
+
+    async def _drain(self, loaded: _Loaded, drain_s: float) -> None:
+        """A version left out of the set: its calls in flight finish, then it stops."""
+        deadline = asyncio.get_running_loop().time() + drain_s
+        while loaded.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        if loaded.in_flight:
+            log.warning(
+                "version %s still had %d calls after %g s; stopping it",
+                loaded.version,
+                loaded.in_flight,
+                drain_s,
+            )
+        self._stop_version(loaded)
+        if self._draining.get(loaded.version) is loaded:
+            del self._draining[loaded.version]
+        if loaded.version not in self._require().versions:  # not loaded again meanwhile
+            self._model_info(loaded, None)
+
+    def _stop_version(self, loaded: _Loaded) -> None:
+        if loaded.batcher is not None:
+            loaded.batcher.shutdown()
+            loaded.batcher = None
+        if loaded.sink is not None:
+            sink, loaded.sink = loaded.sink, None
+            sink.flush()
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(monitoring.FLUSH_EVERY_S)
+            if self._served is not None:
+                for loaded in self._served.versions.values():
+                    if loaded.sink is not None:
+                        loaded.sink.flush()
+
+    def _call_model(self, rows: np.ndarray, loaded: _Loaded) -> np.ndarray:
+        """Every model call of every endpoint: predict, then fold the call into that
+        version's monitoring (its histograms' buckets are its own training range)."""
         outputs = loaded.model.predict(rows)
-        if self.settings.monitoring and loaded is default:
+        if self.settings.monitoring:
             loaded.monitor.observe(rows, outputs)
         return outputs
-
-    def _rows_predicted(self, endpoint: str) -> Any:
-        """The endpoint's row counter, its labels looked up once."""
-        counter = self._counters.get(endpoint)
-        if counter is None:
-            counter = self._counters[endpoint] = metrics.rows_predicted().labels(endpoint=endpoint)
-        return counter

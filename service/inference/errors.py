@@ -23,6 +23,7 @@ class Kind(StrEnum):
     NOT_FOUND = "not found"
     NOT_READY = "not ready"
     OVERLOADED = "overloaded"
+    CONFLICT = "conflict"
 
 
 class DataPlaneError(Exception):
@@ -46,6 +47,31 @@ class VersionNotServedError(DataPlaneError):
     """A call named a version of the model that is not served (the message lists those that are)."""
 
     kind = Kind.NOT_FOUND
+
+
+class VersionLoadError(DataPlaneError):
+    """A version could not be taken into service (its entry breaks the contract, or its
+    warm-up failed); the served set is left as it was. Triton answers a failed load 400."""
+
+    kind = Kind.INVALID
+
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(f"version {version!r} was not loaded: {reason}")
+        self.version = version
+        self.reason = reason
+
+
+class ControlError(DataPlaneError):
+    """A change of the served set that the model control refuses: control is not explicit,
+    the served-set file is read-only, or the change would leave no default."""
+
+    kind = Kind.CONFLICT
+
+
+class NotConvergedError(DataPlaneError):
+    """The served set changed, but not every worker serves it yet (they will: it is recorded)."""
+
+    kind = Kind.NOT_READY
 
 
 class NoIntervalsError(DataPlaneError):

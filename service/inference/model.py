@@ -54,6 +54,17 @@ class LinearModel:
             created_at=created_at,
         )
 
+    @classmethod
+    def from_store(cls, entry: Any, device: torch.device) -> LinearModel:
+        """A ``bentoml.models`` entry (``ModelLoadError`` when it breaks the contract)."""
+        return cls.load(
+            Path(entry.path),
+            str(entry.tag),
+            dict(entry.info.metadata),
+            entry.info.creation_time.isoformat(),
+            device,
+        )
+
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """float32 n×3 → float32 n×2."""
         x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(self.device, non_blocking=True)

@@ -11,19 +11,24 @@ from contextvars import ContextVar
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("crop_yield_request_id", default=None)
 ROUTE: ContextVar[str | None] = ContextVar("crop_yield_route", default=None)
+ROUTING_KEY: ContextVar[str | None] = ContextVar("crop_yield_routing_key", default=None)
+"""What canary weights hash to pick a version (``service.inference.routing``): the request
+id, or the header ``CROP_YIELD_VERSION_STICKY_HEADER`` names when the request has it."""
 SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 """A client's request id is kept when it is 1 to 128 printable ASCII characters, no spaces
 (it goes into log lines and response headers as it is)."""
 
 
-def begin(given_id: str | None, route: str) -> str:
+def begin(given_id: str | None, route: str, routing_key: str | None = None) -> str:
     """Enter a request: its id (the client's when sane, else a new one) and route go into the
-    context for the log lines; the id is returned for the response."""
+    context for the log lines; the id is returned for the response. ``routing_key``, when
+    given, replaces the id as the key canary weights hash."""
     request_id = (
         given_id if given_id is not None and SANE_REQUEST_ID.fullmatch(given_id) else uuid.uuid4().hex
     )
     REQUEST_ID.set(request_id)
     ROUTE.set(route)
+    ROUTING_KEY.set(request_id if routing_key is None else routing_key)
     return request_id
 
 

@@ -10,10 +10,14 @@ multiprocess mode (one file per worker, aggregated on scrape) by setting
 metric created before that would never reach ``/metrics``. Objects are created on first
 use and cached. (``bentoml.metrics`` did the same and is deprecated.)
 
-Live gauges (``multiprocess_mode="livesum"``) count only running workers: each worker
-drops its own files at a graceful shutdown (``forget_this_worker``) and, at its start,
-those of workers that were killed (``forget_dead_workers``); the service's start-up and
-shutdown hooks call them.
+Live gauges (``multiprocess_mode="livesum"``, ``"livemax"``) count only running workers:
+each worker drops its own files at a graceful shutdown (``forget_this_worker``) and, at its
+start, those of workers that were killed (``forget_dead_workers``); the service's start-up
+and shutdown hooks call them.
+
+Several model versions are served side by side, so the series of predictions carry a
+``version`` label (the model store's version string): ``MAX_VERSIONS`` bounds the values one
+process records, as ``MAX_ENDPOINTS`` does for paths.
 """
 
 from __future__ import annotations
@@ -25,18 +29,34 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-REQUEST_LABELS = ("endpoint", "service_name", "service_version", "http_response_code", "runner_name")
-"""The labels of BentoML's request metrics, kept so that dashboards written for them work."""
+REQUEST_LABELS = (
+    "endpoint",
+    "service_name",
+    "service_version",
+    "http_response_code",
+    "runner_name",
+    "version",
+)
+"""The labels of BentoML's request metrics, kept so that dashboards written for them work, and
+the model version that answered ("" for a response that names none)."""
+MAX_VERSIONS = 16
+"""Distinct ``version`` values one process binds per metric; later ones count as ``OTHER_VERSION``.
+Versions come only from the service's own answers, but a label's values must stay bounded."""
+OTHER_VERSION = "other"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0)
 """BentoML 1.4's default request-duration buckets (seconds)."""
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536, 262144, 1048576)
+SHADOW_DIFFERENCE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0)
+"""|shadow − answer| of a yield (t/ha); +Inf is implicit."""
 
 
 @cache
 def rows_predicted() -> Any:
     from prometheus_client import Counter
 
-    return Counter("crop_yield_rows_predicted", "Rows predicted, by endpoint", ["endpoint"])
+    return Counter(
+        "crop_yield_rows_predicted", "Rows predicted, by endpoint and model version", ["endpoint", "version"]
+    )
 
 
 @cache
@@ -54,11 +74,13 @@ def rows_per_model_call() -> Any:
 def model_info() -> Any:
     from prometheus_client import Gauge
 
+    # A multiprocess gauge cannot drop a series: a version no longer served is set to 0, and
+    # "livemax" lets a killed worker's file stop counting (forget_dead_workers), as "max" did not.
     return Gauge(
         "crop_yield_model_info",
-        "The loaded model; the value is always 1",
-        ["model", "version", "device"],
-        multiprocess_mode="max",
+        'Model versions: 1 while served, else 0; default="true": the one answering calls that name none',
+        ["model", "version", "device", "default"],
+        multiprocess_mode="livemax",
     )
 
 
@@ -119,22 +141,54 @@ def grpc_request_duration() -> Any:
 
     return Histogram(
         "crop_yield_grpc_request_duration_seconds",
-        "Seconds from a gRPC call's arrival to its answer, by method",
-        ["method"],
+        "Seconds from a gRPC call's arrival to its answer, by method and the model version that answered",
+        ["method", "version"],
         buckets=DURATION_BUCKETS,
     )
 
 
+@cache
+def shadow_rows() -> Any:
+    from prometheus_client import Counter
+
+    return Counter(
+        "crop_yield_shadow_rows",
+        "Rows offered to the shadow version: compared, or dropped while too many waited",
+        ["version", "outcome"],
+    )
+
+
+@cache
+def shadow_difference() -> Any:
+    from prometheus_client import Histogram
+
+    return Histogram(
+        "crop_yield_shadow_abs_difference",
+        "|shadow version's prediction - the answer given|, by target and shadow version",
+        ["target", "version"],
+        buckets=SHADOW_DIFFERENCE_BUCKETS,
+    )
+
+
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_([1-9][0-9]*)\.db")
-"""A multiprocess file of a gauge that counts only while its process runs (``livesum``, ...),
-named ``gauge_<mode>_<pid>.db``: prometheus_client's naming."""
+"""A multiprocess file of a gauge that counts only while its process runs (``livesum``,
+``livemax``, ...), named ``gauge_<mode>_<pid>.db``: prometheus_client's naming."""
 
 
-def _multiprocess_dir() -> str | None:
+def writes_files() -> bool:
+    """Whether metric values go to per-process files (multiprocess mode) rather than to this
+    process's memory: prometheus_client chose when first imported, from
+    ``PROMETHEUS_MULTIPROC_DIR``, and asking its value class is what stays true after that."""
+    from prometheus_client import values
+
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     try:
         os.kill(pid, 0)  # no signal sent: only whether the process exists
     except ProcessLookupError:
@@ -148,15 +202,15 @@ def forget_dead_workers() -> list[int]:
     """At a worker's start: drop the live-gauge files of processes that no longer run.
 
     A worker killed without a graceful shutdown (SIGKILL, the OOM killer; BentoML starts a
-    new one with a new pid) leaves its ``livesum`` gauge file behind, and
+    new one with a new pid) leaves its live gauge files behind:
     ``bentoml_service_request_in_progress`` would add the requests it had in flight at that
-    moment forever. This is ``prometheus_client.multiprocess.mark_process_dead`` for every
-    such pid: only live gauges are removed; counters and histograms of dead workers stay,
-    so totals never go backwards. (A pid already reused by another process is taken for
-    running and kept until a later start.) Returns the pids marked dead (none outside
-    ``bentoml serve``).
+    moment forever, and ``crop_yield_model_info`` show the versions it served. This is
+    ``prometheus_client.multiprocess.mark_process_dead`` for every such pid: only live
+    gauges are removed; counters and histograms of dead workers stay, so totals never go
+    backwards. (A pid already reused by another process is taken for running and kept until
+    a later start.) Returns the pids marked dead (none outside ``bentoml serve``).
     """
-    directory = _multiprocess_dir()
+    directory = multiprocess_dir()
     if directory is None:
         return []
     from prometheus_client import multiprocess
@@ -166,7 +220,7 @@ def forget_dead_workers() -> list[int]:
         for f in Path(directory).glob("gauge_live*_*.db")
         if (m := _LIVE_GAUGE_FILE.fullmatch(f.name))
     }
-    dead = sorted(pid for pid in pids if pid != os.getpid() and not _running(pid))
+    dead = sorted(pid for pid in pids if pid != os.getpid() and not running(pid))
     for pid in dead:
         # workers restarted together race for the same files: the one that loses has nothing to do
         with contextlib.suppress(FileNotFoundError):
@@ -177,7 +231,7 @@ def forget_dead_workers() -> list[int]:
 def forget_this_worker() -> None:
     """At a worker's graceful shutdown: drop its live-gauge files, so that its last values
     stop counting the moment it is gone (what ``forget_dead_workers`` does for a killed one)."""
-    directory = _multiprocess_dir()
+    directory = multiprocess_dir()
     if directory is None:
         return
     from prometheus_client import multiprocess

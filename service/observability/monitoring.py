@@ -7,15 +7,16 @@ stops, so the rows of the last second before a shutdown are counted too. Updatin
 Prometheus per call would cost two multiprocess-file writes per histogram per call,
 several times the model itself.
 
-Metrics (``/metrics``):
+Each served version has its own ``Monitor`` and ``PrometheusSink``, and its series carry its
+``version`` label (``/metrics``):
 
-- ``crop_yield_rows_outside_training_range_total{feature, side}``: rows whose feature lies
-  below the smallest or above the largest training value (side = below | above).
-- ``crop_yield_input_<feature>`` and ``crop_yield_prediction_<target>`` histograms, with
-  buckets spread evenly over the training range (8 buckets) and half a range either side
-  (4 each), so the training range's ends are bucket bounds. A target's training range is
-  what the model predicts over the box of training feature ranges (for a linear model,
-  the extremes over the box's corners).
+- ``crop_yield_rows_outside_training_range_total{feature, side, version}``: rows whose
+  feature lies below the smallest or above the largest training value (side = below | above).
+- ``crop_yield_input_<feature>{version}`` and ``crop_yield_prediction_<target>{version}``
+  histograms, with buckets spread evenly over the version's training range (8 buckets) and
+  half a range either side (4 each), so the training range's ends are bucket bounds. A
+  target's training range is what the model predicts over the box of training feature
+  ranges (for a linear model, the extremes over the box's corners).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ import asyncio
 import bisect
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Protocol
 
 import numpy as np
 
 from contract import FEATURE_NAMES, TARGET_NAMES
 from contract.metadata import ModelMetadata
+from service.observability import metrics
 
 INSIDE_BUCKETS = 8
 OUTSIDE_BUCKETS = 4
@@ -165,29 +168,32 @@ class Monitor:
 
 
 class PrometheusSink:
-    """Moves ``Monitor`` counts into Prometheus metrics (created on first use, in the worker)."""
+    """Moves one served version's ``Monitor`` counts into Prometheus series labelled with that
+    version (created in the worker, once BentoML has set up multiprocess mode).
 
-    def __init__(self, monitor: Monitor, registry: Any = None) -> None:
-        """``registry``: prometheus_client's default one unless given (tests pass their own)."""
-        from prometheus_client import REGISTRY, Counter, Histogram  # after BentoML set up multiprocess mode
+    Each version's histograms have their own buckets (its training range), while
+    prometheus_client fixes a Histogram's buckets per object and refuses two of one name in
+    a registry. So without ``registry`` nothing is registered: in multiprocess mode
+    (``bentoml serve``) the values go to the worker's files, which ``MultiProcessCollector``
+    merges by sample name and labels, ``le`` among them, so every version reaches /metrics
+    with its own buckets; outside it they go to a private registry (``self.registry``: not
+    on /metrics). Sinks of one version share its series (``_shared``). ``registry``: register
+    the series there instead (tests; one sink per registry).
 
-        registry = REGISTRY if registry is None else registry
+    To stop a version: ``flush()`` once more and drop the sink.
+    """
+
+    def __init__(self, monitor: Monitor, version: str, registry: Any = None) -> None:
         self.monitor = monitor
-        self.outside = Counter(
-            "crop_yield_rows_outside_training_range",
-            "Rows with a feature outside the range of the training data",
-            ["feature", "side"],
-            registry=registry,
-        )
-        self.histograms = [
-            Histogram(
-                f"crop_yield_{name}",
-                _HELP[name.split("_", 1)[0]],
-                buckets=[*bounds, float("inf")],
-                registry=registry,
-            )
-            for name, bounds in zip(monitor.names, monitor.bounds, strict=True)
-        ]
+        self.version = version
+        if registry is None:
+            layout = tuple(tuple(bounds.tolist()) for bounds in monitor.bounds)
+            series = _shared(version, tuple(monitor.names), layout)
+        else:
+            series = _Series.bind(version, monitor.names, monitor.bounds, registry)
+        self.registry = series.registry
+        self.histograms = series.histograms
+        self._series = series
 
     def flush(self) -> None:
         """Move what the model calls since the last flush added up to into the metrics (the
@@ -195,9 +201,9 @@ class PrometheusSink:
         state = self.monitor.take()
         for feature, below, above in zip(FEATURE_NAMES, state.below, state.above, strict=True):
             if below:
-                self.outside.labels(feature=feature, side="below").inc(int(below))
+                self._series.count_outside(feature, "below", int(below))
             if above:
-                self.outside.labels(feature=feature, side="above").inc(int(above))
+                self._series.count_outside(feature, "above", int(above))
         for histogram, counts, total in zip(self.histograms, state.bucket_counts, state.sums, strict=True):
             add_observations(histogram, counts, float(total))
 
@@ -207,9 +213,66 @@ class PrometheusSink:
             self.flush()
 
 
+@dataclass(frozen=True)
+class _Series:
+    """One version's monitoring series."""
+
+    version: str
+    registry: Any
+    """Where they are registered; None in multiprocess mode (the worker's files)."""
+    outside: Any
+    """The out-of-range counter; its (feature, side) series are bound on first use, so a
+    series appears once it counts, as with one version."""
+    histograms: list[Any]
+    """Bound to the version, in ``Monitor.names`` order."""
+    _outside_bound: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def count_outside(self, feature: str, side: str, rows: int) -> None:
+        counter = self._outside_bound.get((feature, side))
+        if counter is None:
+            counter = self.outside.labels(feature=feature, side=side, version=self.version)
+            self._outside_bound[feature, side] = counter
+        counter.inc(rows)
+
+    @staticmethod
+    def bind(version: str, names: Sequence[str], bounds: Sequence[np.ndarray], registry: Any) -> _Series:
+        from prometheus_client import Counter, Histogram  # after BentoML set up multiprocess mode
+
+        outside = Counter(
+            "crop_yield_rows_outside_training_range",
+            "Rows with a feature outside the range of the training data, by model version",
+            ["feature", "side", "version"],
+            registry=registry,
+        )
+        histograms = [
+            Histogram(
+                f"crop_yield_{name}",
+                _HELP[name.split("_", 1)[0]],
+                ["version"],
+                buckets=[*column_bounds, float("inf")],
+                registry=registry,
+            ).labels(version=version)
+            for name, column_bounds in zip(names, bounds, strict=True)
+        ]
+        return _Series(version, registry, outside, histograms)
+
+
+@cache
+def _shared(version: str, names: tuple[str, ...], layout: tuple[tuple[float, ...], ...]) -> _Series:
+    """One set of series per version and layout for the process's life. In multiprocess mode
+    a value object keeps its own running total and writes it whole, so two objects of one
+    series would overwrite each other's counts (the data plane may start a reloaded version
+    before the old one's last flush); prometheus_client never frees them either. One entry
+    per version ever served: bounded by the model store."""
+    from prometheus_client import CollectorRegistry
+
+    registry = None if metrics.writes_files() else CollectorRegistry()
+    return _Series.bind(version, names, [np.array(bounds) for bounds in layout], registry)
+
+
 _HELP = {
-    "input": "Served inputs of this feature (buckets from its training range)",
-    "prediction": "Predictions of this target (buckets from its range over the training inputs)",
+    "input": "Served inputs of this feature, by model version (buckets from its training range)",
+    "prediction": "Predictions of this target, by model version (buckets: its range over training inputs)",
 }
 
 

@@ -4,7 +4,8 @@ A route app validates the body with the very model BentoML's API layer would use
 ``@bentoml.api`` declaration's input spec), so a rejected body gets the same 400 as through
 BentoML: ``{"error": "<n> validation error for <model>", "detail": [pydantic's errors,
 without the input values]}``, logged as one INFO line. A valid body's model instance goes
-to the route's handler (``service.rest.handlers``), the one the ``@bentoml.api`` body calls.
+to the route's handler (``service.rest.handlers``), the one the ``@bentoml.api`` body calls,
+with the version the ``X-Model-Version`` header asks for.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from service.http import errors
-from service.http.asgi import ASGIApp, Receive, Scope, Send, read_body
+from service.http.asgi import ASGIApp, Receive, Scope, Send, header, read_body
 from service.inference.dataplane import Plane
 from service.rest import handlers
 from service.rest.schemas import ColumnsRequestBase, PredictRequestBase
+from service.settings import MODEL_VERSION_HEADER
 
 log = logging.getLogger("crop_yield.rest")
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
+VERSION_HEADER = MODEL_VERSION_HEADER.encode()
 
 
 def invalid(path: str, exc: ValidationError) -> Response:
@@ -47,7 +50,7 @@ class JsonRoute(Generic[RequestT]):
         path: str,
         plane: Plane,
         spec: type[RequestT],
-        handle: Callable[[Plane, RequestT], Awaitable[Response]],
+        handle: Callable[[Plane, RequestT, str | None], Awaitable[Response]],
     ) -> None:
         self.path = path
         self.plane = plane
@@ -60,7 +63,8 @@ class JsonRoute(Generic[RequestT]):
         except ValidationError as exc:
             response = invalid(self.path, exc)
         else:
-            response = await self.handle(self.plane, request)
+            version = handlers.asked_version(header(scope, VERSION_HEADER))
+            response = await self.handle(self.plane, request, version)
         await response(scope, receive, send)
 
 

@@ -19,33 +19,46 @@ from service.inference.dataplane import Plane
 from service.inference.errors import DataPlaneError
 from service.rest import encoding
 from service.rest.schemas import ColumnsRequestBase, PredictRequestBase
+from service.settings import MODEL_VERSION_HEADER
 
 JSON = "application/json"
 
 
-async def predict(plane: Plane, request: PredictRequestBase) -> Response:
-    """``POST /predict``."""
+def answer(body: bytes, version: str) -> Response:
+    """A prediction's answer, naming the version that produced it in ``X-Model-Version``."""
+    # A ready Response skips BentoML's pydantic serialization; the body is the documented one.
+    return Response(body, media_type=JSON, headers={MODEL_VERSION_HEADER: version})
+
+
+def asked_version(value: str | None) -> str | None:
+    """The ``X-Model-Version`` request header: a version, or None (absent or blank) for the default."""
+    return value.strip() or None if value is not None else None
+
+
+async def predict(plane: Plane, request: PredictRequestBase, version: str | None = None) -> Response:
+    """``POST /predict``; ``version``: the ``X-Model-Version`` header's."""
     rows = encoding.rows_to_matrix(request.inputs)
     interval = request.interval
     try:
-        prediction = await plane.predict(rows, "predict", interval)
+        prediction = await plane.predict(rows, "predict", interval, version=version)
     except DataPlaneError as exc:
         return refusal_response("/predict", exc)
     body = encoding.predictions_json(
         prediction.outputs, prediction.outside, prediction.bounds, interval, prediction.tag
     )
-    # A ready Response skips BentoML's pydantic serialization; the body is the documented one.
-    return Response(body, media_type=JSON)
+    return answer(body, prediction.version)
 
 
-async def predict_columns(plane: Plane, request: ColumnsRequestBase) -> Response:
-    """``POST /predict_columns``."""
+async def predict_columns(plane: Plane, request: ColumnsRequestBase, version: str | None = None) -> Response:
+    """``POST /predict_columns``; ``version``: the ``X-Model-Version`` header's."""
     rows = encoding.columns_to_matrix(request)
     try:
-        prediction = await plane.predict(rows, "predict_columns", request.interval, batch=False)
+        prediction = await plane.predict(
+            rows, "predict_columns", request.interval, batch=False, version=version
+        )
     except DataPlaneError as exc:
         return refusal_response("/predict_columns", exc)
     body = encoding.columns_json(
         prediction.outputs, prediction.tag, prediction.outside, prediction.bounds, request.interval
     )
-    return Response(body, media_type=JSON)
+    return answer(body, prediction.version)

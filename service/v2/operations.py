@@ -22,6 +22,8 @@ class Operation:
     summary: str
     response_model: type[BaseModel]
     description: str = ""
+    request_model: type[BaseModel] | None = None
+    """A JSON body other than inference's (the repository calls)."""
 
 
 MODEL = "/v2/models/{model_name}"
@@ -41,5 +43,46 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(f"{MODEL}/infer", "POST", "infer", "Inference", schemas.InferenceResponse, INFER_DOC),
     Operation(
         f"{VERSION}/infer", "POST", "infer", "Inference (version)", schemas.InferenceResponse, INFER_DOC
+    ),
+    Operation(
+        "/v2/repository/index",
+        "POST",
+        "repository_index",
+        "Repository index",
+        schemas.RepositoryIndex,
+        "Every version of the model in the model store: READY when served (the default marked), "
+        "else UNAVAILABLE with the reason.",
+        schemas.RepositoryIndexRequest,
+    ),
+    *(
+        Operation(
+            f"/v2/repository/models/{{model_name}}/{action}",
+            "POST",
+            f"repository_{action}",
+            summary,
+            schemas.RepositoryChange,
+            f"{doc} Needs CROP_YIELD_MODEL_CONTROL=explicit; every worker serves the new set when it "
+            "answers (503 if some do not within 10 s: the change is recorded and they follow).",
+            schemas.RepositoryModelRequest,
+        )
+        for action, summary, doc in (
+            (
+                "load",
+                "Load a version",
+                "Serve parameters.version beside the others (without it: what the version policy "
+                "selects), after loading, checking and warming it; a failed load changes nothing.",
+            ),
+            (
+                "unload",
+                "Unload a version",
+                "Stop serving parameters.version once its calls in flight finish; refused for the default.",
+            ),
+            (
+                "default",
+                "Set the default version",
+                "Make the served parameters.version answer calls that name none "
+                "(rollback: the previous one).",
+            ),
+        )
     ),
 )

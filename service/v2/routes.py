@@ -1,6 +1,6 @@
 """The Open Inference Protocol's HTTP routes: a lean ASGI app around the data plane.
 
-``service.service`` hands every ``/v2`` request to ``v2_app(plane)`` ahead of BentoML's
+``service.service`` hands every ``/v2`` request to ``v2_app(plane, control)`` ahead of BentoML's
 router (``service.http.hot_paths``), after the service's guards. Inference, the hot route,
 goes straight from the ASGI scope to its handler; the other routes go through a Starlette
 router; both are built from the route table (``service.v2.operations``). Handlers read the
@@ -24,9 +24,11 @@ from starlette.routing import Route, compile_path
 from service.http import errors
 from service.http.asgi import Receive, Scope, Send, header, read_body
 from service.http.errors import error_response, refusal_response
+from service.inference.control import Control
 from service.inference.dataplane import Plane
 from service.inference.errors import DataPlaneError
-from service.v2 import codec, served
+from service.settings import MODEL_VERSION_HEADER
+from service.v2 import codec, repository_routes, served
 from service.v2.operations import OPERATIONS
 
 EXTENSIONS = ["binary_tensor_data"]
@@ -40,10 +42,11 @@ def json_response(content: Any, status: int = 200) -> Response:
 
 
 class V2Routes:
-    """The handlers, each bound to the data plane."""
+    """The handlers, each bound to the data plane (and the repository's to the model control)."""
 
-    def __init__(self, plane: Plane) -> None:
+    def __init__(self, plane: Plane, control: Control) -> None:
         self.plane = plane
+        self.control = control
 
     def _check_model(self, params: Mapping[str, Any]) -> tuple[str, str]:
         return served.check_model(self.plane, params["model_name"], params.get("version"))
@@ -112,9 +115,21 @@ class V2Routes:
             body_out, headers = codec.encode_response(
                 decoded, prediction.outputs, name, prediction.version, prediction.bounds, flags
             )
-            return Response(body_out, headers=headers)
+            return Response(body_out, headers={**headers, MODEL_VERSION_HEADER: prediction.version})
 
         return await self._answer(path, handle)
+
+    async def repository_index(self, request: Request) -> Response:
+        return await repository_routes.index(self.control, request)
+
+    async def repository_load(self, request: Request) -> Response:
+        return await repository_routes.change(self.plane, self.control, request, "load")
+
+    async def repository_unload(self, request: Request) -> Response:
+        return await repository_routes.change(self.plane, self.control, request, "unload")
+
+    async def repository_default(self, request: Request) -> Response:
+        return await repository_routes.change(self.plane, self.control, request, "default")
 
 
 _PATTERNS = [(compile_path(op.path)[0], op.method) for op in OPERATIONS]
@@ -147,8 +162,8 @@ class V2App:
     protocol's 405 and ``Allow``, and any other path with its 404.
     """
 
-    def __init__(self, plane: Plane) -> None:
-        self.handlers = V2Routes(plane)
+    def __init__(self, plane: Plane, control: Control) -> None:
+        self.handlers = V2Routes(plane, control)
         self.infer_paths: dict[str, tuple[re.Pattern[str], ...]] = {}
         for op in OPERATIONS:
             if op.handler == INFER:
@@ -182,5 +197,5 @@ class V2App:
         await self.router(scope, receive, send)
 
 
-def v2_app(plane: Plane) -> V2App:
-    return V2App(plane)
+def v2_app(plane: Plane, control: Control) -> V2App:
+    return V2App(plane, control)

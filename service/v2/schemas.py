@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from contract import FEATURES, TARGETS
 
@@ -69,7 +69,7 @@ class ModelMetadata(BaseModel):
     """``GET /v2/models/{model_name}``: the served model's signature."""
 
     name: str = Field(description="Model name (the model-store entry's name)")
-    versions: list[str] = Field(description="The model-store version being served (one)")
+    versions: list[str] = Field(description="The served model-store versions, the default first")
     platform: str = Field(description="Framework the model runs on")
     inputs: list[TensorMetadata] = Field(description="One FP32 tensor of shape [N] per feature")
     outputs: list[TensorMetadata] = Field(description="One FP32 tensor of shape [N] per target")
@@ -192,3 +192,61 @@ class V2Error(BaseModel):
     error: str = Field(
         json_schema_extra={"example": "input 'rainfall': element 1 is -3 mm, below the minimum 0 mm"}
     )
+
+
+class RepositoryIndexRequest(BaseModel):
+    """``POST /v2/repository/index``: the body is optional."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"ready": False}})
+
+    ready: bool = Field(False, description="Only the versions that are served (READY)")
+
+
+class RepositoryIndexEntry(BaseModel):
+    """One version of the model in the model store, or still served after its deletion."""
+
+    name: str = Field(description="Model name", json_schema_extra={"example": "crop_yield"})
+    version: str = Field(description="Model-store version", json_schema_extra={"example": "q4v7kzqkbs2hzt6n"})
+    state: Literal["READY", "UNAVAILABLE", "UNLOADING"] = Field(
+        description="READY: served; UNAVAILABLE: not served (reason says why); "
+        "UNLOADING: its calls in flight finish"
+    )
+    reason: str = Field(
+        description="'default' for the default version; why a version is not served",
+        json_schema_extra={"example": "default"},
+    )
+    default: bool = Field(False, description="It answers calls that name no version")
+
+
+class RepositoryParameters(BaseModel):
+    version: str | int | None = Field(
+        None,
+        description="The model-store version (load: without it, every version the version policy selects)",
+        json_schema_extra={"example": "q4v7kzqkbs2hzt6n"},
+    )
+    config: str | None = Field(
+        None,
+        description="tritonclient's load_model(config=...): a model configuration as JSON, whose "
+        'version_policy {"specific": {"versions": [V]}} names the version',
+    )
+
+
+class RepositoryModelRequest(BaseModel):
+    """``POST /v2/repository/models/{model_name}/load|unload|default``. The version may also
+    come in the ``X-Model-Version`` header (tritonclient's ``headers=``)."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"parameters": {"version": "q4v7kzqkbs2hzt6n"}}})
+
+    parameters: RepositoryParameters = Field(default_factory=RepositoryParameters)
+
+
+class RepositoryChange(BaseModel):
+    """What every worker serves once the call has answered."""
+
+    name: str = Field(description="Model name", json_schema_extra={"example": "crop_yield"})
+    versions: list[str] = Field(description="The served versions, the default first")
+    default: str = Field(description="The version answering calls that name none")
+
+
+class RepositoryIndex(RootModel[list[RepositoryIndexEntry]]):
+    """``POST /v2/repository/index``: newest first."""

@@ -7,6 +7,8 @@ the deployment promises.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -220,3 +222,145 @@ def test_auth_token_comes_from_an_optional_secret(rendered: tuple[str, dict[str,
     _, objs = rendered
     (token,) = [e for e in container(objs)["env"] if e["name"] == "CROP_YIELD_AUTH_TOKEN"]
     assert token["valueFrom"]["secretKeyRef"] == {"name": "crop-yield-auth", "key": "token", "optional": True}
+
+
+# -- the served-set component (components/served-set) ------------------------------------
+
+SERVED_SET = REPO_ROOT / "deploy" / "kubernetes" / "components" / "served-set"
+SERVED_SET_MOUNT = "/var/lib/crop-yield"
+SERVED_SET_ENV = ("CROP_YIELD_MODEL_CONTROL", "CROP_YIELD_SERVED_SET_FILE")
+
+
+def render_with_component(overlay: str, component: Path, folder: Path) -> str:
+    """``overlays/<overlay>`` with ``component`` added, as a user adds it (in ``folder``)."""
+    kubectl = require_tool("kubectl")
+    (folder / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": "crop-yield",
+                # kustomize takes only relative directories
+                "resources": [
+                    os.path.relpath(REPO_ROOT / "deploy" / "kubernetes" / "overlays" / overlay, folder)
+                ],
+                "components": [os.path.relpath(component, folder)],
+            }
+        )
+    )
+    return subprocess.run(
+        [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def with_served_set(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, str, dict[str, dict[str, Any]]]:
+    """(overlay, rendered text, objects by kind) of an overlay with the served-set component."""
+    text = render_with_component(request.param, SERVED_SET, tmp_path_factory.mktemp("with-served-set"))
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    by_kind = {d["kind"]: d for d in docs}
+    assert len(by_kind) == len(docs), "one object of each kind expected"
+    return request.param, text, by_kind
+
+
+def baked_version() -> str:
+    """The version the image trains and serves (the trainer's and the runtime's ARG agree)."""
+    versions: set[str] = set(re.findall(r"^ARG MODEL_VERSION=(\S+)$", dockerfile(), flags=re.MULTILINE))
+    (version,) = versions
+    return version
+
+
+def test_served_set_component_is_a_component() -> None:
+    kustomization = yaml.safe_load((SERVED_SET / "kustomization.yaml").read_text())
+    assert (kustomization["apiVersion"], kustomization["kind"]) == (
+        "kustomize.config.k8s.io/v1alpha1",
+        "Component",
+    )
+
+
+def test_served_set_component_validates_strict(
+    with_served_set: tuple[str, str, dict[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    validator = require_tool("kubernetes-validate")
+    overlay, text, _ = with_served_set
+    path = tmp_path / f"{overlay}-served-set.yaml"
+    path.write_text(text)
+    result = subprocess.run([validator, "--strict", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_served_set_component_mounts_the_config_map_read_only_under_explicit_control(
+    with_served_set: tuple[str, str, dict[str, dict[str, Any]]],
+) -> None:
+    _, _, objs = with_served_set
+    config_map = objs["ConfigMap"]
+    assert config_map["metadata"]["name"] == "crop-yield-served"
+    assert config_map["metadata"]["namespace"] == objs["Deployment"]["metadata"]["namespace"]
+    values = env(objs)
+    assert values["CROP_YIELD_MODEL_CONTROL"] == "explicit"
+    served_file = values["CROP_YIELD_SERVED_SET_FILE"]
+    assert re.search(rf"^\s+CROP_YIELD_SERVED_SET_FILE={re.escape(served_file)} ", dockerfile(), re.MULTILINE)
+
+    pod = objs["Deployment"]["spec"]["template"]["spec"]
+    (mount,) = [m for m in container(objs)["volumeMounts"] if m["mountPath"] == SERVED_SET_MOUNT]
+    assert mount["readOnly"] is True
+    assert not {"subPath", "subPathExpr"} & set(mount)  # a subPath mount never sees an edit
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert not volume["configMap"].get("optional", False)
+    mode = volume["configMap"].get("defaultMode", 0o644)
+    assert mode & 0o004, "readable by others: the service's uid 10001 is not the file's owner"
+    # the file the service reads is the ConfigMap's key, in the mounted folder
+    assert os.path.dirname(served_file) == SERVED_SET_MOUNT
+    key = os.path.basename(served_file)
+    assert key in config_map["data"]
+    assert {"key": key, "path": key} in volume["configMap"].get("items", [{"key": key, "path": key}])
+
+
+def test_served_set_component_changes_nothing_else(
+    with_served_set: tuple[str, str, dict[str, dict[str, Any]]],
+) -> None:
+    overlay, _, objs = with_served_set
+    plain = {d["kind"]: d for d in yaml.safe_load_all(render(overlay)) if d}
+    assert set(objs) == set(plain) | {"ConfigMap"}
+    for kind in plain:
+        if kind != "Deployment":
+            assert objs[kind] == plain[kind], kind
+    deployment = json.loads(json.dumps(objs["Deployment"]))
+    pod = deployment["spec"]["template"]["spec"]
+    (only,) = pod["containers"]
+    only["env"] = [e for e in only["env"] if e["name"] not in SERVED_SET_ENV]
+    only["volumeMounts"] = [m for m in only["volumeMounts"] if m["mountPath"] != SERVED_SET_MOUNT]
+    pod["volumes"] = [v for v in pod["volumes"] if "configMap" not in v]
+    assert deployment == plain["Deployment"]
+
+
+def test_served_set_config_map_names_the_baked_version(
+    with_served_set: tuple[str, str, dict[str, dict[str, Any]]],
+) -> None:
+    from service.inference.served_set import ServedSet
+
+    _, _, objs = with_served_set
+    served = ServedSet.parse(objs["ConfigMap"]["data"]["served.json"].encode(), "served.json")
+    assert served.versions == (baked_version(),)
+    assert served.default == baked_version()
+    assert not served.unavailable
+
+
+def test_dockerfile_points_the_served_set_file_at_the_mount_point() -> None:
+    text = dockerfile()
+    assert re.search(
+        rf"^\s+CROP_YIELD_SERVED_SET_FILE={SERVED_SET_MOUNT}/served\.json \\$", text, flags=re.MULTILINE
+    )
+    # the mount point is root's and not writable: the file is writable only where a volume is
+    assert re.search(rf"install -d -o root -g root -m 0755 {SERVED_SET_MOUNT}$", text, flags=re.MULTILINE)
+    assert "VOLUME" not in text.split("\n# ---- runtime")[-1]
+
+
+def dockerfile() -> str:
+    return (REPO_ROOT / "Dockerfile").read_text()

@@ -38,7 +38,7 @@ def test_promtool_check_rules() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 16 rules found" in result.stdout
+    assert "SUCCESS: 19 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_cover_every_alert() -> None:
@@ -161,11 +161,22 @@ def test_grafana_dashboard_structure() -> None:
         "grpc calls per second",
         "grpc error ratio",
         "grpc modelinfer latency",
+        "rows predicted per second by version",
+        "p99 by version",
+        "error ratio by version",
     ):
         assert topic in titles, topic
-    assert "model version per pod" in titles
+    assert "model version per pod (default and served)" in titles
+    (info,) = [p for p in panels if p["title"].lower().startswith("model version per pod")]
+    assert info["targets"][0]["expr"].endswith("== 1"), "versions no longer served stay at 0"
     assert sum(p["title"].startswith("Distribution: prediction") for p in panels) == 2
+    # each version has buckets of its own: a distribution shows one version, never their sum
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["version"]["multi"] is False
+    assert variables["version"]["includeAll"] is False
     for panel in panels:
         assert panel["datasource"]["uid"] == "${datasource}"
         for target in panel["targets"]:
             assert 'job="crop-yield"' in target["expr"], panel["title"]
+            if panel["type"] == "heatmap":
+                assert 'version="$version"' in target["expr"], panel["title"]

@@ -148,6 +148,14 @@ def traffic(scraped: Server, prometheus: str, grpc_port: int) -> None:
         'crop_yield_grpc_requests_total{method="ModelInfer", code="OK"}',
         'crop_yield_grpc_requests_total{method="ModelInfer", code="INVALID_ARGUMENT"}',
         'crop_yield_grpc_request_duration_seconds_bucket{method="ModelInfer"}',
+        # by the model version that answered
+        'crop_yield_model_info{default="true"} == 1',
+        'crop_yield_rows_predicted_total{endpoint="predict", version!=""}',
+        'crop_yield_rows_predicted_total{endpoint="grpc_infer", version!=""}',
+        'bentoml_service_request_total{endpoint="/predict", version!=""}',
+        'crop_yield_grpc_request_duration_seconds_bucket{method="ModelInfer", version!=""}',
+        'crop_yield_input_humidity_bucket{version!=""}',
+        'crop_yield_rows_outside_training_range_total{version!=""}',
     ],
 )
 def test_metrics_arrive(prometheus: str, metric: str) -> None:
@@ -175,6 +183,12 @@ def test_recording_rules_produce_values(prometheus: str) -> None:
     assert grpc_calls[("ModelInfer", "INVALID_ARGUMENT")] > 0
     (p99,) = query(prometheus, 'crop_yield:grpc_request_duration_seconds:p99_5m{method="ModelInfer"}')
     assert float(p99["value"][1]) > 0
+    # one version served: its rows by route, its p99, and no failed answer
+    rows = query(prometheus, "crop_yield:rows_predicted:rate5m")
+    assert {s["metric"]["endpoint"] for s in rows} >= {"predict", "predict_columns", "grpc_infer"}
+    assert len({s["metric"]["version"] for s in rows}) == 1
+    (errors,) = query(prometheus, "crop_yield:request_errors:ratio5m_by_version")
+    assert float(errors["value"][1]) == 0
 
 
 @pytest.mark.usefixtures("traffic")
@@ -206,9 +220,12 @@ CORE_PANELS = {
     "Rows predicted per second by route",
     "Batch size (rows per model call)",
     "Rows outside the training range, by feature",
-    "Model version per pod",
+    "Model version per pod (default and served)",
     "gRPC calls per second by method and code",
     "gRPC ModelInfer latency percentiles",
+    "Rows predicted per second by version",
+    "Latency p99 by version (prediction routes)",
+    "Error ratio by version (prediction routes, non-2xx)",
 }
 
 
@@ -217,7 +234,10 @@ CORE_PANELS = {
     ("title", "expr"), dashboard_expressions(), ids=[t for t, _ in dashboard_expressions()]
 )
 def test_dashboard_queries(prometheus: str, title: str, expr: str) -> None:
-    result = query(prometheus, expr.replace("$__rate_interval", "1m"))  # Grafana's variable
+    (default,) = query(prometheus, 'crop_yield_model_info{job="crop-yield", default="true"} == 1')
+    # Grafana's variables: the rate window, and the version the distributions show
+    expr = expr.replace("$__rate_interval", "1m").replace("$version", default["metric"]["version"])
+    result = query(prometheus, expr)
     if title in CORE_PANELS or title.startswith("Distribution"):
         assert result, f"panel {title!r} has no data"
 

@@ -73,7 +73,7 @@ def test_concurrent_callers_each_get_their_own_rows(server: Server) -> None:
     after = httpx.get(f"{server.url}/metrics").text
     calls, rows_label = (
         "crop_yield_rows_per_model_call_count ",
-        'crop_yield_rows_predicted_total{endpoint="predict"} ',
+        f'crop_yield_rows_predicted_total{{endpoint="predict",version="{server.tag.split(":")[1]}"}} ',
     )
     assert _metric(after, rows_label) - _metric(before, rows_label) == sum(len(p) for p in payloads)
     # Fewer model calls than requests: some calls carried rows of several callers.
@@ -129,7 +129,8 @@ def test_probes_and_metrics(server: Server) -> None:
     metrics = httpx.get(f"{server.url}/metrics").text
     version = server.tag.split(":")[1]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    assert f'crop_yield_model_info{{device="{device}",model="crop_yield",version="{version}"}} 1.0' in metrics
+    labels = f'default="true",device="{device}",model="crop_yield",version="{version}"'
+    assert f"crop_yield_model_info{{{labels}}} 1.0" in metrics
     assert "crop_yield_rows_per_model_call_bucket" in metrics
     assert "crop_yield_rows_predicted_total" in metrics
     assert "bentoml_service_request_total" in metrics

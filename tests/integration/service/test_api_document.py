@@ -113,6 +113,8 @@ def test_every_request_example_is_accepted(document: dict[str, Any], server: Ser
             continue
         example = media.get("example", resolve(document, media["schema"]).get("example"))
         assert example is not None, f"{method} {path} documents no request example"
+        if path.startswith("/v2/repository/models/"):
+            continue  # changes the served set (test_model_control.py sends these)
         values = {
             p["name"]: p["schema"]["enum"][0] for p in operation.get("parameters", []) if p["in"] == "path"
         }

@@ -35,9 +35,9 @@ WET_AND_HUMID = {"temperature": 80.0, "rainfall": 300.0, "humidity": 90.0}
 
 
 def outside(text: str, feature: str, side: str) -> float:
-    return _metric(
-        text, f'crop_yield_rows_outside_training_range_total{{feature="{feature}",side="{side}"}} '
-    )
+    """Rows counted outside, over every served version (labels are sorted: version comes last)."""
+    prefix = f'crop_yield_rows_outside_training_range_total{{feature="{feature}",side="{side}",'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 def wait_for_metrics(server: Server, ready: object) -> str:
@@ -79,6 +79,7 @@ def test_every_route_counts_rows_outside_the_training_range(server: Server) -> N
 def test_input_and_prediction_histograms(server: Server) -> None:
     httpx.post(f"{server.url}/predict", json={"inputs": [INSIDE]})
     text = wait_for_metrics(server, lambda t: "crop_yield_prediction_oranges_count" in t)
+    version = server.tag.split(":")[1]
     for name in (
         "input_temperature",
         "input_rainfall",
@@ -87,10 +88,10 @@ def test_input_and_prediction_histograms(server: Server) -> None:
         "prediction_oranges",
     ):
         assert f"# TYPE crop_yield_{name} histogram" in text, name
-        assert _metric(text, f"crop_yield_{name}_count ") > 0, name
+        assert _metric(text, f'crop_yield_{name}_count{{version="{version}"}} ') > 0, name
     # buckets come from the training range: 68..103 °F are bounds of the temperature histogram
-    assert 'crop_yield_input_temperature_bucket{le="68.0"}' in text
-    assert 'crop_yield_input_temperature_bucket{le="103.0"}' in text
+    assert f'crop_yield_input_temperature_bucket{{le="68.0",version="{version}"}}' in text
+    assert f'crop_yield_input_temperature_bucket{{le="103.0",version="{version}"}}' in text
 
 
 def test_the_metric_counts_exactly_the_rows_flagged_extrapolated(server: Server) -> None:
@@ -127,6 +128,7 @@ def test_the_rows_of_the_last_second_before_a_shutdown_are_counted(
     """Monitoring flushes once a second, and once more at the worker's shutdown: rows
     predicted just before a SIGTERM still reach the metric files."""
     with serving(trained_home, tmp_path) as running:  # a process of its own: this test stops it
+        version = running.tag.split(":")[1]
         rows = [COLD, COLD, WET_AND_HUMID]
         assert httpx.post(f"{running.url}/predict", json={"inputs": rows}).status_code == 200
         stop_service(running.process)  # at once: well within the second before the next flush
@@ -135,7 +137,7 @@ def test_the_rows_of_the_last_second_before_a_shutdown_are_counted(
     multiprocess.MultiProcessCollector(registry, path=str(files))  # type: ignore[no-untyped-call]
 
     def value(name: str, **labels: str) -> float | None:
-        return registry.get_sample_value(name, labels)
+        return registry.get_sample_value(name, {**labels, "version": version})
 
     assert value("crop_yield_rows_outside_training_range_total", feature="temperature", side="below") == 2
     assert value("crop_yield_rows_outside_training_range_total", feature="rainfall", side="above") == 1

@@ -160,7 +160,7 @@ def test_100000_rows_bulk_both_ways_and_counted(server: Server) -> None:
         timeout=60,
     )
     assert response.status_code == 200, response.text[:300]
-    label = 'crop_yield_rows_predicted_total{endpoint="v2_infer"} '
+    label = f'crop_yield_rows_predicted_total{{endpoint="v2_infer",version="{server.tag.split(":")[1]}"}} '
     after = httpx.get(f"{server.url}/metrics").text
     assert _metric(after, label) - _metric(before, label) == 200_000, [
         line for line in after.splitlines() if "rows_predicted" in line

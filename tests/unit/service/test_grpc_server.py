@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
 from service.grpc.layers import OPEN
-from service.grpc.server import INFERENCE_SERVICE, GrpcServer, inference_handler
+from service.grpc.server import INFERENCE_SERVICE, READABLE, GrpcServer, inference_handler
 from service.grpc.servicer import InferenceServicer
 from service.http.paths import is_probe, is_protected
 from service.inference.admission import MemoryBudget, Slots
@@ -105,13 +105,16 @@ HTTP_TWIN = {
     "ServerMetadata": "/v2",
     "ModelMetadata": "/v2/models/crop_yield",
     "ModelInfer": "/v2/models/crop_yield/infer",
+    "RepositoryIndex": "/v2/repository/index",
+    "RepositoryModelLoad": "/v2/repository/models/crop_yield/load",
+    "RepositoryModelUnload": "/v2/repository/models/crop_yield/unload",
 }
 
 
 def test_the_open_rpcs_are_the_open_http_routes() -> None:
     methods = {m.name for m in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods}
     assert set(HTTP_TWIN) == methods
-    assert {m for m, path in HTTP_TWIN.items() if not is_protected(path)} == OPEN
+    assert {m for m, path in HTTP_TWIN.items() if not is_protected(path)} == OPEN | READABLE
     assert {m for m, path in HTTP_TWIN.items() if is_probe(path)} == OPEN  # no slot either
     assert is_probe("/v2/models/crop_yield/versions/v1/ready")
     for path in ("/v2/models/ready", "/v2/models/m/versions/ready", "/v2/models/m/x/ready"):

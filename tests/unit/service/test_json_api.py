@@ -49,9 +49,14 @@ class StandInPlane:
     model: Any = field(default_factory=lambda: SimpleNamespace(tag="crop_yield:standin"))
 
     async def predict(
-        self, rows: np.ndarray, endpoint: str, interval: float | None = None, batch: bool = True
+        self,
+        rows: np.ndarray,
+        endpoint: str,
+        interval: float | None = None,
+        batch: bool = True,
+        version: str | None = None,
     ) -> Prediction:
-        self.calls.append((rows.dtype, rows.tolist(), endpoint, interval, batch))
+        self.calls.append((rows.dtype, rows.tolist(), endpoint, interval, batch, version))
         if self.refusal is not None:
             raise self.refusal
         outputs = np.column_stack([rows[:, 0] / 3 + rows[:, 1], rows[:, 2] * 1.5]).astype(np.float32)

@@ -2,9 +2,10 @@
 
 Each "worker" is a small Python process in prometheus_client's multiprocess mode
 (``PROMETHEUS_MULTIPROC_DIR`` set before it imports prometheus_client, as ``bentoml serve``
-does for its workers) with a ``livesum`` gauge like ``bentoml_service_request_in_progress``
-and a counter; the files are aggregated as ``/metrics`` does (``MultiProcessCollector``).
-The test process itself stays out of multiprocess mode.
+does for its workers) with a ``livesum`` gauge like ``bentoml_service_request_in_progress``,
+the service's ``livemax`` model-info gauge and a counter; the files are aggregated as
+``/metrics`` does (``MultiProcessCollector``). The test process itself stays out of
+multiprocess mode.
 """
 
 from __future__ import annotations
@@ -26,15 +27,15 @@ from tests.helpers import REPO_ROOT
 WORKER = """
 import os, sys
 from prometheus_client import Counter, Gauge
+from service.observability import metrics
 
-in_flight = int(sys.argv[1])
+in_flight, version = int(sys.argv[1]), sys.argv[2]
 Gauge("in_progress", "Requests being answered now", multiprocess_mode="livesum").inc(in_flight)
 Counter("answered", "Requests answered").inc(10)
+metrics.model_info().labels(model="crop_yield", version=version, device="cpu", default="true").set(1)
 print(os.getpid(), flush=True)
 for line in sys.stdin:
     if line.strip() == "shutdown":
-        from service.observability import metrics
-
         metrics.forget_this_worker()
         print("gone", flush=True)
         break
@@ -42,10 +43,11 @@ for line in sys.stdin:
 
 
 @contextmanager
-def worker(directory: Path, in_flight: int) -> Iterator[subprocess.Popen[str]]:
-    """A worker holding ``in_flight`` requests in progress, until stopped or killed."""
+def worker(directory: Path, in_flight: int, version: str = "v1") -> Iterator[subprocess.Popen[str]]:
+    """A worker serving ``version`` and holding ``in_flight`` requests in progress, until
+    stopped or killed."""
     process = subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(in_flight)],
+        [sys.executable, "-c", WORKER, str(in_flight), version],
         cwd=REPO_ROOT,
         env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
         stdin=subprocess.PIPE,
@@ -61,10 +63,15 @@ def worker(directory: Path, in_flight: int) -> Iterator[subprocess.Popen[str]]:
         process.communicate()
 
 
-def aggregated(directory: Path, name: str) -> float | None:
+def aggregated(directory: Path, name: str, **labels: str) -> float | None:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
-    return registry.get_sample_value(name)
+    return registry.get_sample_value(name, labels)
+
+
+def serving(directory: Path, version: str) -> float | None:
+    labels = {"model": "crop_yield", "version": version, "device": "cpu", "default": "true"}
+    return aggregated(directory, "crop_yield_model_info", **labels)
 
 
 @pytest.fixture
@@ -75,12 +82,16 @@ def multiproc_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_killed_workers_in_progress_requests_stop_counting_at_the_next_start(multiproc_dir: Path) -> None:
-    with worker(multiproc_dir, 3) as killed, worker(multiproc_dir, 1) as running:
-        killed.send_signal(signal.SIGKILL)  # no shutdown hook: its gauge file stays behind
+    with worker(multiproc_dir, 3, "old") as killed, worker(multiproc_dir, 1, "new") as running:
+        killed.send_signal(signal.SIGKILL)  # no shutdown hook: its gauge files stay behind
         killed.communicate()
         assert aggregated(multiproc_dir, "in_progress") == 4
+        assert serving(multiproc_dir, "old") == serving(multiproc_dir, "new") == 1
+        assert (multiproc_dir / f"gauge_livemax_{killed.pid}.db").is_file()  # prometheus_client's name
         assert metrics.forget_dead_workers() == [killed.pid]
         assert aggregated(multiproc_dir, "in_progress") == 1  # the running worker's only
+        assert serving(multiproc_dir, "old") is None, "the versions it served are gone"
+        assert serving(multiproc_dir, "new") == 1
         assert aggregated(multiproc_dir, "answered_total") == 20, "a dead worker's counts stay"
         assert metrics.forget_dead_workers() == []
         assert (multiproc_dir / f"gauge_livesum_{running.pid}.db").is_file()
@@ -96,6 +107,7 @@ def test_a_worker_stopped_gracefully_drops_its_own_live_gauges(multiproc_dir: Pa
         stopped.stdin.flush()
         assert stopped.stdout.readline().strip() == "gone"
         assert aggregated(multiproc_dir, "in_progress") == 1
+        assert serving(multiproc_dir, "v1") == 1  # the other worker's
         assert aggregated(multiproc_dir, "answered_total") == 20
 
 

@@ -137,13 +137,14 @@ def test_stopping_the_data_plane_flushes_the_rows_of_the_last_second(
     registry = CollectorRegistry()
 
     class Sink(monitoring.PrometheusSink):  # its own registry; no tick within the test
-        def __init__(self, monitor: Monitor) -> None:
-            super().__init__(monitor, registry)
+        def __init__(self, monitor: Monitor, version: str, registry_: Any = None) -> None:
+            super().__init__(monitor, version, registry)
 
         async def run(self, every_s: float = 3600.0) -> None:
             await super().run(every_s)
 
     monkeypatch.setattr(monitoring, "PrometheusSink", Sink)
+    monkeypatch.setattr(monitoring, "FLUSH_EVERY_S", 3600.0)
     model = LinearModel(
         tag="crop_yield:flush",
         weight=torch.tensor(WEIGHT, dtype=torch.float32),
@@ -158,7 +159,7 @@ def test_stopping_the_data_plane_flushes_the_rows_of_the_last_second(
     wet = np.array([[80.0, 300.0, 50.0]], dtype=np.float32)  # above 135 mm
 
     def value(name: str, **labels: str) -> Any:
-        return registry.get_sample_value(name, labels)
+        return registry.get_sample_value(name, {**labels, "version": "flush"})
 
     async def scenario() -> None:
         plane.start()

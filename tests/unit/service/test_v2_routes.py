@@ -4,7 +4,7 @@ readiness before the model is up, route and method errors, the OpenAPI descripti
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -13,8 +13,9 @@ import pytest
 
 from service.docs.openapi import patch_spec
 from service.docs.v2_openapi import v2_openapi
+from service.inference.control import IndexEntry
 from service.inference.dataplane import Prediction
-from service.inference.errors import NotReadyError
+from service.inference.errors import DataPlaneError, NotReadyError
 from service.inference.intervals import BOUND_NAMES
 from service.inference.training_range import TrainingBox
 from service.v2 import routes
@@ -60,11 +61,38 @@ class FakePlane:
         return Prediction(rows, outputs, bounds, interval, TrainingBox([(0, 100)] * 3), self.answering)
 
 
+@dataclass
+class FakeControl:
+    """A stand-in for the model control (``service.inference.control.Control``) that records calls."""
+
+    calls: list[tuple[str, str | None]] = field(default_factory=list)
+    refusal: DataPlaneError | None = None
+
+    async def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        self.calls.append(("index", str(ready_only)))
+        return [IndexEntry("crop_yield", "v1", "READY", "default", True)]
+
+    async def load(self, version: str | None) -> None:
+        await self._change("load", version)
+
+    async def unload(self, version: str) -> None:
+        await self._change("unload", version)
+
+    async def set_default(self, version: str) -> None:
+        await self._change("default", version)
+
+    async def _change(self, action: str, version: str | None) -> None:
+        self.calls.append((action, version))
+        if self.refusal is not None:
+            raise self.refusal
+
+
 class AppClient:
     """Synchronous calls into the ASGI app, no server or socket."""
 
-    def __init__(self, plane: FakePlane) -> None:
-        self.app = routes.v2_app(plane)
+    def __init__(self, plane: FakePlane, control: FakeControl | None = None) -> None:
+        self.control = control or FakeControl()
+        self.app = routes.v2_app(plane, self.control)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async def call() -> httpx.Response:
@@ -125,7 +153,7 @@ def test_an_answer_names_the_version_that_produced_it() -> None:
 
 
 def test_other_paths_and_methods(client: AppClient) -> None:
-    unknown = client.get("/v2/repository/index")
+    unknown = client.get("/v2/no/such/route")
     assert unknown.status_code == 404
     assert "no V2 route" in unknown.json()["error"]
     wrong = client.get("/v2/models/crop_yield/infer")
@@ -166,7 +194,8 @@ def test_each_route_of_the_table_is_answered_by_the_handler_it_names(
             return await _original(*args)
 
         monkeypatch.setattr(routes.V2Routes, name, spy)
-    response = AppClient(FakePlane()).request(op.method, concrete(op.path), content=ONE_ROW)
+    body = ONE_ROW if op.handler == "infer" else b'{"parameters": {"version": "v1"}}'
+    response = AppClient(FakePlane()).request(op.method, concrete(op.path), content=body)
     assert response.status_code == 200
     assert called == [op.handler]
 
