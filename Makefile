@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format grpc-stubs bench bench-service bench-bursts bench-slow-bodies bench-peers bench-monitoring bench-intervals loadtest soak clean
+.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format grpc-stubs bench bench-service bench-bursts bench-slow-bodies bench-peers bench-monitoring bench-versions bench-intervals loadtest soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -109,6 +109,12 @@ bench-peers: setup
 bench-monitoring: setup
 	bash devtools/apt-tools.sh benchmark
 	$(PY) -m benchmarks.monitoring_bench $(ARGS)
+
+## Several versions served: a served-set swap under load (ARGS="--part throughput" for one and
+## two versions against each other; BEFORE=<checkout of older code> adds it as the baseline).
+bench-versions: setup
+	bash devtools/apt-tools.sh benchmark
+	$(PY) -m benchmarks.versions_bench $(if $(BEFORE),--before $(BEFORE)) $(ARGS)
 
 ## Headless locust run against a running service; HTML report and CSV stats in REPORT_DIR.
 ## make loadtest HOST=http://localhost:3000 USERS=50 DURATION=2m

@@ -115,7 +115,8 @@ class _Loaded:
         self.batcher: RowBatcher | None = None
         self.sink: monitoring.PrometheusSink | None = None
         self.in_flight = 0
-        self._counters: dict[str, Any] = {}
+        self.counters: dict[str, Any] = {}
+        """Rows predicted by endpoint, for this version (bound on first use)."""
 
     def warm_up(self) -> None:
         """The first call pays for lazy initialisation (and CUDA context creation); it also
@@ -126,9 +127,9 @@ class _Loaded:
 
     def rows_predicted(self, endpoint: str) -> Any:
         """The endpoint's row counter for this version, its labels looked up once."""
-        counter = self._counters.get(endpoint)
+        counter = self.counters.get(endpoint)
         if counter is None:
-            counter = self._counters[endpoint] = metrics.rows_predicted().labels(
+            counter = self.counters[endpoint] = metrics.rows_predicted().labels(
                 endpoint=endpoint, version=self.version
             )
         return counter
@@ -156,6 +157,7 @@ class Served:
 class DataPlane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._max_batched_rows = settings.max_rows_per_request
         self._served: Served | None = None
         self._weights = None if settings.version_weights is None else parse_weights(settings.version_weights)
         self._started = False
@@ -293,8 +295,13 @@ class DataPlane:
         of concurrent calls of any endpoint to the same version; larger calls would only hold
         the batch up, and bulk endpoints pass ``batch=False``.
         """
-        served = self._require()
-        loaded = served.pick(version, None if served.split is None else context.ROUTING_KEY.get())
+        served = self._served
+        if served is None:
+            raise NotReadyError("the model is still loading")
+        if version is None and served.split is None:  # the common case, without a call
+            loaded: _Loaded | None = served.default
+        else:
+            loaded = served.pick(version, None if served.split is None else context.ROUTING_KEY.get())
         if loaded is None:
             raise VersionNotServedError(
                 f"version {version!r} of model {served.default.name!r} is not served here; served: "
@@ -302,14 +309,14 @@ class DataPlane:
             )
         loaded.in_flight += 1  # no await since the set was read: a drain cannot miss this call
         try:
-            if batch and loaded.batcher is not None and len(rows) <= self.settings.max_rows_per_request:
+            if batch and loaded.batcher is not None and len(rows) <= self._max_batched_rows:
                 outputs = await loaded.batcher(rows)
             else:
                 outputs = self._call_model(rows, loaded)
                 metrics.rows_per_model_call().observe(len(rows))
         finally:
             loaded.in_flight -= 1
-        loaded.rows_predicted(endpoint).inc(len(rows))
+        (loaded.counters.get(endpoint) or loaded.rows_predicted(endpoint)).inc(len(rows))
         if version is None and self.shadow is not None:
             self.shadow.offer(rows, outputs, loaded.version)
         bounds = None if interval is None else loaded.intervals.bounds(rows, outputs, interval)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from service.http import errors
-from service.http.asgi import ASGIApp, Receive, Scope, Send, header, read_body
+from service.http.asgi import ASGIApp, Receive, Scope, Send, read_body
 from service.inference.dataplane import Plane
 from service.rest import handlers
 from service.rest.schemas import ColumnsRequestBase, PredictRequestBase
@@ -40,6 +40,14 @@ def invalid(path: str, exc: ValidationError) -> Response:
         "detail": exc.errors(include_context=False, include_input=False),
     }
     return Response(orjson.dumps(document), status_code=errors.INVALID.status, media_type="application/json")
+
+
+def asked_version(scope: Scope) -> str | None:
+    """The ``X-Model-Version`` request header's version, or None (absent or blank)."""
+    for name, value in scope["headers"]:
+        if name == VERSION_HEADER:
+            return bytes(value).decode("latin-1").strip() or None
+    return None
 
 
 class JsonRoute(Generic[RequestT]):
@@ -63,8 +71,7 @@ class JsonRoute(Generic[RequestT]):
         except ValidationError as exc:
             response = invalid(self.path, exc)
         else:
-            version = handlers.asked_version(header(scope, VERSION_HEADER))
-            response = await self.handle(self.plane, request, version)
+            response = await self.handle(self.plane, request, asked_version(scope))
         await response(scope, receive, send)
 
 
