@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -196,6 +197,66 @@ def explicit_setting(server: Server, name: str) -> str:
     environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
     prefix = f"CROP_YIELD_{name.upper()}=".encode()
     return next(v[len(prefix) :].decode() for v in environ if v.startswith(prefix))
+
+
+def test_a_swap_under_load_fails_no_call(explicit: Server) -> None:
+    """Callers on fresh and kept connections while v1 is loaded, made the default, v2
+    unloaded, loaded again and made the default again: every call answered 200 by a version
+    served at some moment of the call (the full figures: make bench-versions)."""
+    answers: list[tuple[float, float, int, str]] = []
+    stop = threading.Event()
+
+    def caller(fresh: bool) -> None:
+        with httpx.Client(base_url=explicit.url, timeout=30) as kept:
+            while not stop.is_set():
+                started = time.monotonic()
+                answer = predict(explicit) if fresh else kept.post("/predict", json={"inputs": [ROW]})
+                version = answer.headers.get("x-model-version", "")
+                answers.append((started, time.monotonic(), answer.status_code, version))
+
+    callers = [threading.Thread(target=caller, args=(i % 2 == 0,)) for i in range(6)]
+    for thread in callers:
+        thread.start()
+    steps = [
+        ("load", "v1"),
+        ("default", "v1"),
+        ("unload", "v2"),
+        ("load", "v2"),
+        ("default", "v2"),
+        ("unload", "v1"),
+    ]
+    # (the change's call began, it returned, the set after it): a set may be in effect from
+    # the moment its call begins until the next change's call returns
+    changes: list[tuple[float, float, set[str]]] = [(0.0, 0.0, {"v2"})]
+    try:
+        time.sleep(0.5)
+        for action, version in steps:
+            begun = time.monotonic()
+            assert repository(explicit, action, version).status_code == 200, (action, version)
+            after = set(changes[-1][2])
+            if action == "load":
+                after.add(version)
+            elif action == "unload":
+                after.discard(version)
+            changes.append((begun, time.monotonic(), after))
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in callers:
+            thread.join()
+    assert len(answers) > 100
+    assert {status for _, _, status, _ in answers} == {200}
+    until = [returned for _, returned, _ in changes[1:]] + [float("inf")]
+    for started, ended, _, version in answers:
+        possible = set().union(
+            *(
+                after
+                for (begun, _, after), last in zip(changes, until, strict=True)
+                if begun <= ended and last >= started
+            )
+        )
+        assert version in possible, (started, ended, version, changes)
+    assert answered_by(explicit, calls=4) == {"v2"}
 
 
 def test_without_explicit_control_the_set_cannot_be_changed(store: Path, tmp_path: Path) -> None:

@@ -116,6 +116,7 @@ def test_the_open_rpcs_are_the_open_http_routes() -> None:
     assert set(HTTP_TWIN) == methods
     assert {m for m, path in HTTP_TWIN.items() if not is_protected(path)} == OPEN | READABLE
     assert {m for m, path in HTTP_TWIN.items() if is_probe(path)} == OPEN  # no slot either
+    assert is_protected("/v2/repository/models/crop_yield/default")  # REST only: no gRPC twin
     assert is_probe("/v2/models/crop_yield/versions/v1/ready")
     for path in ("/v2/models/ready", "/v2/models/m/versions/ready", "/v2/models/m/x/ready"):
         assert is_protected(path), path  # not a readiness route: only the exact shapes are open
