@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from service.http.asgi import Headers, Scope, Send
 from service.http.paths import JSON_API_PATHS, is_probe, is_protected, is_v2
-from service.settings import RETRY_AFTER_S
+from service.settings import MODEL_VERSION_HEADER, RETRY_AFTER_S
 
 Applies = Callable[[str, str], bool]  # (path, lower-case method) -> bool
 log = logging.getLogger("crop_yield.errors")
@@ -240,11 +240,17 @@ class Refusal(Protocol):
     @property
     def field(self) -> str | None: ...
 
+    @property
+    def version(self) -> str | None: ...
+
 
 def refusal_response(path: str, refusal: Refusal, loc: Sequence[str | int] = ()) -> Response:
-    """Answer a data-plane refusal; 5xx ones (normal under load) are logged as one INFO line."""
+    """Answer a data-plane refusal; 5xx ones (normal under load) are logged as one INFO line.
+    A refusal of a call already given to a model version names it in ``X-Model-Version``,
+    as an answer would (request metrics count it under that version)."""
     error = by_kind(refusal.kind)
     message = str(refusal) + ("; retry after the Retry-After seconds" if error.retry_after else "")
     if error.status >= 500:
         log.info("answered %d: %s", error.status, refusal, extra={"status": error.status})
-    return error_response(path, error, [refusal.field] if refusal.field else loc, message)
+    named = () if refusal.version is None else ((MODEL_VERSION_HEADER.encode(), refusal.version.encode()),)
+    return error_response(path, error, [refusal.field] if refusal.field else loc, message, named)

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from service.inference.batching import RowBatcher
-from service.inference.errors import ModelLoadError, NotReadyError, VersionLoadError, VersionNotServedError
+from service.inference.errors import (
+    DataPlaneError,
+    ModelLoadError,
+    NotReadyError,
+    VersionLoadError,
+    VersionNotServedError,
+)
 from service.inference.intervals import Intervals
 from service.inference.routing import Split, parse_weights
 from service.inference.shadow import Shadow
@@ -314,12 +320,19 @@ class DataPlane:
             else:
                 outputs = self._call_model(rows, loaded)
                 metrics.rows_per_model_call().observe(len(rows))
+        except DataPlaneError as exc:
+            exc.version = loaded.version
+            raise
         finally:
             loaded.in_flight -= 1
         (loaded.counters.get(endpoint) or loaded.rows_predicted(endpoint)).inc(len(rows))
         if version is None and self.shadow is not None:
             self.shadow.offer(rows, outputs, loaded.version)
-        bounds = None if interval is None else loaded.intervals.bounds(rows, outputs, interval)
+        try:
+            bounds = None if interval is None else loaded.intervals.bounds(rows, outputs, interval)
+        except DataPlaneError as exc:  # no interval statistics
+            exc.version = loaded.version
+            raise
         return Prediction(rows, outputs, bounds, interval, loaded.box, loaded.model.tag)
 
     # -- inside ---------------------------------------------------------------------------

@@ -29,6 +29,9 @@ class Kind(StrEnum):
 class DataPlaneError(Exception):
     kind: ClassVar[Kind]
     field: ClassVar[str | None] = None
+    version: str | None = None
+    """The model version the call had been given to when it was refused (None: before that),
+    so that a refusal is counted under the version it happened to, as answers are."""
 
 
 class OverloadedError(DataPlaneError):
@@ -54,6 +57,7 @@ class VersionLoadError(DataPlaneError):
     warm-up failed); the served set is left as it was. Triton answers a failed load 400."""
 
     kind = Kind.INVALID
+    version: str
 
     def __init__(self, version: str, reason: str) -> None:
         super().__init__(f"version {version!r} was not loaded: {reason}")

@@ -38,7 +38,7 @@ def test_promtool_check_rules() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 19 rules found" in result.stdout
+    assert "SUCCESS: 25 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_cover_every_alert() -> None:
@@ -52,13 +52,53 @@ def test_promtool_unit_tests_cover_every_alert() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     tests = yaml.safe_load((MONITORING / "rules.test.yml").read_text())["tests"]
-    fired = {
-        case["alertname"]
+    cases = [case for test in tests for case in test.get("alert_rule_test", [])]
+    fired = {case["alertname"] for case in cases if case.get("exp_alerts")}
+    quiet = {case["alertname"] for case in cases if not case.get("exp_alerts")}
+    assert fired == quiet == {a["alert"] for a in ALERTS}  # each fires, and stays quiet in a near miss
+
+
+def test_the_canary_alert_finds_the_stable_version_in_model_info() -> None:
+    """CropYieldCanaryWorse names no version: the stable one is the default of most replicas
+    (``crop_yield_model_info{default="true"} == 1``), joined on ``job``, and both sides need
+    traffic (its unit tests: worse fires; similar, too little traffic, no canary do not)."""
+    (alert,) = [a for a in ALERTS if a["alert"] == "CropYieldCanaryWorse"]
+    recorded = {r["record"]: r["expr"] for g in RULES["groups"] for r in g["rules"] if "record" in r}
+    stable = recorded["crop_yield:stable_version:replicas"]
+    assert "topk by (job, namespace) (1," in stable  # one stable version per deployment
+    replicas = recorded["crop_yield:default_version:replicas"]
+    assert 'crop_yield_model_info{job="crop-yield", default="true"} == 1' in replicas
+    expr = alert["expr"]
+    assert not re.search(r"version!?=", expr)  # no version written in
+    assert expr.count("on (job, namespace) group_left (stable_version)") == 2
+    assert expr.count("crop_yield:requests:increase10m_by_version >= 100") == 2  # canary and stable
+    for name in (
+        "crop_yield:stable_version:replicas",
+        "crop_yield:request_errors:ratio10m_by_version",
+        "crop_yield:request_duration_seconds:p99_10m_by_version",
+    ):
+        assert name in expr, name
+        assert name in recorded, name
+    for name in recorded:
+        if name.endswith("10m_by_version") or name.endswith("_version:replicas"):
+            # the versions of one deployment meet (job, and namespace where there is one)
+            assert "by (job, namespace" in recorded[name], name
+    assert alert["for"] == "10m"
+    tests = yaml.safe_load((MONITORING / "rules.test.yml").read_text())["tests"]
+    quiet = [
+        test["name"]
         for test in tests
         for case in test.get("alert_rule_test", [])
-        if case.get("exp_alerts")
-    }
-    assert fired == {a["alert"] for a in ALERTS}
+        if case["alertname"] == "CropYieldCanaryWorse" and not case.get("exp_alerts")
+    ]
+    for near_miss in (
+        "slightly worse",
+        "under 100 ms",
+        "on 50 answers",
+        "stable answers too few",
+        "no canary",
+    ):
+        assert any(near_miss in name for name in quiet), near_miss
 
 
 @pytest.mark.parametrize("alert", ALERTS, ids=[a["alert"] for a in ALERTS])
@@ -164,6 +204,15 @@ def test_grafana_dashboard_structure() -> None:
         "rows predicted per second by version",
         "p99 by version",
         "error ratio by version",
+        # the versions side by side (a canary against the stable version)
+        "request rate by version",
+        "traffic share by version",
+        "mean prediction by version",
+        "prediction quantiles by version: apples",
+        "prediction quantiles by version: oranges",
+        "rows outside the training range by version",
+        "canary vs stable: error ratio",
+        "canary vs stable: p99",
     ):
         assert topic in titles, topic
     assert "model version per pod (default and served)" in titles
@@ -180,3 +229,27 @@ def test_grafana_dashboard_structure() -> None:
             assert 'job="crop-yield"' in target["expr"], panel["title"]
             if panel["type"] == "heatmap":
                 assert 'version="$version"' in target["expr"], panel["title"]
+            elif re.search(r"crop_yield_(input|prediction)_\w+_bucket", target["expr"]):
+                # quantiles from each version's own buckets, never from buckets summed over versions
+                assert "sum by (version, le)" in target["expr"], panel["title"]
+    by_title = {p["title"]: p for p in panels}
+    for title, panel in by_title.items():
+        if "by version" in title.lower():
+            for target in panel["targets"]:
+                assert "{{version}}" in target["legendFormat"], title
+
+
+def test_grafana_canary_panels_draw_the_alerts_thresholds() -> None:
+    """The two "Canary vs stable" panels plot the series CropYieldCanaryWorse compares and,
+    as a line, its threshold from the stable version: the same expressions as the alert's."""
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    (alert,) = [a for a in ALERTS if a["alert"] == "CropYieldCanaryWorse"]
+    expr = " ".join(alert["expr"].split())
+    panels = [p for p in dashboard["panels"] if p["title"].startswith("Canary vs stable")]
+    assert len(panels) == 2
+    for panel in panels:
+        compared, threshold = (t["expr"].replace('{job="crop-yield"}', "") for t in panel["targets"])
+        assert compared in expr, panel["title"]
+        line, stable = threshold.split(" and on (job, namespace, version) ")
+        assert stable == "crop_yield:stable_version:replicas"
+        assert line.strip("()") in expr, panel["title"]

@@ -4,6 +4,11 @@ recording rule produces values, the out-of-training-range alert fires (and the g
 alert does not, on client errors), and every PromQL expression of the Grafana dashboard is
 accepted (the core panels return data).
 
+The process serves two versions, as a canary would: the trained one, the default (the
+stable version), and ``canary`` beside it, which canary weights give 30% of the calls. The
+versions' panels show both, and CropYieldCanaryWorse's expression meets the canary with the
+stable version (and, the canary being no worse, stays quiet).
+
 The rules are loaded as written, except that alerts wait ``for`` 0 s instead of minutes
 (``promtool test rules`` covers the waiting, in ``tests/deploy/test_monitoring_files.py``).
 """
@@ -11,6 +16,7 @@ The rules are loaded as written, except that alerts wait ``for`` 0 s instead of 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +30,7 @@ import yaml
 
 from devtools.grpc_requests import infer_request
 from service.grpc import inference_pb2_grpc as rpc
-from tests.helpers import REPO_ROOT, require_tool
+from tests.helpers import REPO_ROOT, require_tool, run_training_cli
 from tests.integration.conftest import Server, free_port, launch, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -34,6 +40,7 @@ IN_RANGE = {"temperature": 80.0, "rainfall": 90.0, "humidity": 50.0}
 HUMID = {"temperature": 80.0, "rainfall": 90.0, "humidity": 95.0}  # trained on 36..71 %
 GRPC_ROWS = np.array([list(IN_RANGE.values()), list(HUMID.values())], dtype=np.float32)
 NEGATIVE_RAIN = np.array([[80.0, -1.0, 50.0]], dtype=np.float32)  # INVALID_ARGUMENT
+CANARY = "canary"
 
 
 def quick_alerts(rules: dict[str, Any]) -> dict[str, Any]:
@@ -50,10 +57,29 @@ def grpc_port() -> int:
 
 
 @pytest.fixture(scope="module")
+def stable(trained_home: tuple[Path, str]) -> str:
+    """The trained version: the default, so the stable one."""
+    return trained_home[1].split(":", 1)[1]
+
+
+@pytest.fixture(scope="module")
 def scraped(
-    trained_home: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory, grpc_port: int
+    trained_home: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory, grpc_port: int, stable: str
 ) -> Iterator[Server]:
-    with serving(trained_home, tmp_path_factory.mktemp("scraped"), grpc_port=str(grpc_port)) as served:
+    """The trained store with a canary version trained beside it (another seed), both
+    served, the trained one the default and the canary answering 30% of the calls."""
+    store = tmp_path_factory.mktemp("canary-store")
+    shutil.copytree(trained_home[0] / "models", store / "models", symlinks=True)
+    trained = run_training_cli(["--quiet", "--version", CANARY, "--seed", "5"], store)
+    assert trained.returncode == 0, trained.stderr
+    with serving(
+        (store, trained_home[1]),
+        tmp_path_factory.mktemp("scraped"),
+        grpc_port=str(grpc_port),
+        version_policy=f"specific:{stable},{CANARY}",
+        default_version=stable,
+        version_weights=f"{stable}=70,{CANARY}=30",
+    ) as served:
         yield served
 
 
@@ -150,6 +176,7 @@ def traffic(scraped: Server, prometheus: str, grpc_port: int) -> None:
         'crop_yield_grpc_request_duration_seconds_bucket{method="ModelInfer"}',
         # by the model version that answered
         'crop_yield_model_info{default="true"} == 1',
+        f'crop_yield_model_info{{default="false", version="{CANARY}"}} == 1',
         'crop_yield_rows_predicted_total{endpoint="predict", version!=""}',
         'crop_yield_rows_predicted_total{endpoint="grpc_infer", version!=""}',
         'bentoml_service_request_total{endpoint="/predict", version!=""}',
@@ -163,7 +190,7 @@ def test_metrics_arrive(prometheus: str, metric: str) -> None:
 
 
 @pytest.mark.usefixtures("traffic")
-def test_recording_rules_produce_values(prometheus: str) -> None:
+def test_recording_rules_produce_values(prometheus: str, stable: str) -> None:
     rules = yaml.safe_load((MONITORING / "rules.yml").read_text())
     recorded = [r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r]
     # No request failed, so the 5xx ratio has no numerator series: accepted, but empty. Nor
@@ -183,12 +210,57 @@ def test_recording_rules_produce_values(prometheus: str) -> None:
     assert grpc_calls[("ModelInfer", "INVALID_ARGUMENT")] > 0
     (p99,) = query(prometheus, 'crop_yield:grpc_request_duration_seconds:p99_5m{method="ModelInfer"}')
     assert float(p99["value"][1]) > 0
-    # one version served: its rows by route, its p99, and no failed answer
+    # two versions answered: rows by route and version, and no failed answer
     rows = query(prometheus, "crop_yield:rows_predicted:rate5m")
     assert {s["metric"]["endpoint"] for s in rows} >= {"predict", "predict_columns", "grpc_infer"}
-    assert len({s["metric"]["version"] for s in rows}) == 1
-    (errors,) = query(prometheus, "crop_yield:request_errors:ratio5m_by_version")
-    assert float(errors["value"][1]) == 0
+    assert {s["metric"]["version"] for s in rows} == {stable, CANARY}
+    for name in (
+        "crop_yield:request_errors:ratio5m_by_version",
+        "crop_yield:request_errors:ratio10m_by_version",
+    ):
+        errors = query(prometheus, name)
+        assert {s["metric"]["version"] for s in errors} == {stable, CANARY}, name
+        assert all(float(s["value"][1]) == 0 for s in errors), name
+    (recorded,) = query(prometheus, "crop_yield:stable_version:replicas")
+    assert recorded["metric"] == {
+        "__name__": "crop_yield:stable_version:replicas",
+        "job": "crop-yield",
+        "version": stable,
+    }
+    assert float(recorded["value"][1]) == 1  # one replica
+
+
+def canary_worse_expr() -> str:
+    rules = yaml.safe_load((MONITORING / "rules.yml").read_text())
+    (alert,) = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "CropYieldCanaryWorse"]
+    return str(alert["expr"])
+
+
+@pytest.mark.usefixtures("traffic")
+def test_the_canary_meets_the_stable_version(prometheus: str, stable: str) -> None:
+    """CropYieldCanaryWorse's expression on the real series: with its two comparisons turned
+    round (the canary within the stable version's thresholds), it finds the canary, against
+    the stable version, in both; as written (worse), nothing, and the alert stays quiet.
+    Eight seconds of traffic may give the canary fewer answers than the minimum of 100 in
+    10 minutes: it is lowered to 1 here (``promtool test rules`` covers the minimum)."""
+    expr = canary_worse_expr()
+    assert expr.count("> on (job, namespace) group_left (stable_version)") == 2
+    assert expr.count("increase10m_by_version >= 100") == 2
+    within = expr.replace(
+        "> on (job, namespace) group_left (stable_version)",
+        "<= on (job, namespace) group_left (stable_version)",
+    ).replace("increase10m_by_version >= 100", "increase10m_by_version >= 1")
+    wait_for(lambda: len(query(prometheus, within)) == 2, 30)
+    found = {
+        (s["metric"]["version"], s["metric"]["stable_version"], s["metric"]["signal"])
+        for s in query(prometheus, within)
+    }
+    assert found == {(CANARY, stable, "error ratio"), (CANARY, stable, "p99 latency")}
+    assert (
+        query(prometheus, expr.replace("increase10m_by_version >= 100", "increase10m_by_version >= 1")) == []
+    )
+    alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+    assert "CropYieldCanaryWorse" not in {a["labels"]["alertname"] for a in alerts}
 
 
 @pytest.mark.usefixtures("traffic")
@@ -226,7 +298,17 @@ CORE_PANELS = {
     "Rows predicted per second by version",
     "Latency p99 by version (prediction routes)",
     "Error ratio by version (prediction routes, non-2xx)",
+    "Request rate by version (prediction routes)",
+    "Traffic share by version (prediction answers, HTTP and gRPC)",
+    "Canary vs stable: error ratio by version over 10 minutes, with the alert threshold",
+    "Canary vs stable: p99 by version over 10 minutes, with the alert threshold",
+    "Mean prediction by version (t/ha)",
+    "Rows outside the training range by version and feature",
+    "Prediction quantiles by version: apples (t/ha)",
+    "Prediction quantiles by version: oranges (t/ha)",
 }
+# panels that put the versions side by side: both answer (the threshold lines: the stable only)
+BY_VERSION = {title for title in CORE_PANELS if "by version" in title}
 
 
 @pytest.mark.usefixtures("traffic")
@@ -240,6 +322,9 @@ def test_dashboard_queries(prometheus: str, title: str, expr: str) -> None:
     result = query(prometheus, expr)
     if title in CORE_PANELS or title.startswith("Distribution"):
         assert result, f"panel {title!r} has no data"
+    if title in BY_VERSION and "stable_version:replicas" not in expr:
+        versions = {s["metric"].get("version") for s in result}
+        assert versions >= {default["metric"]["version"], CANARY}, (title, expr, versions)
 
 
 def test_prometheus_saw_no_rule_errors(prometheus: str) -> None:

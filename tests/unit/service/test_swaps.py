@@ -14,9 +14,16 @@ import numpy as np
 import pytest
 import torch
 
+from service.http.errors import refusal_response
 from service.inference import served_set
 from service.inference.dataplane import DataPlane
-from service.inference.errors import ModelLoadError, VersionLoadError, VersionNotServedError
+from service.inference.errors import (
+    ModelLoadError,
+    NoIntervalsError,
+    OverloadedError,
+    VersionLoadError,
+    VersionNotServedError,
+)
 from service.inference.model import LinearModel
 from service.inference.routing import Split, parse_weights
 from service.inference.served_set import ServedSet
@@ -177,3 +184,26 @@ def test_a_model_load_error_names_the_version(models: dict[str, LinearModel]) ->
     error = VersionLoadError("v9", "no such file")
     assert (str(error), error.version) == ("version 'v9' was not loaded: no such file", "v9")
     assert torch.equal(models["v1"].bias, torch.zeros(2))
+
+
+def test_a_refusal_names_the_version_it_happened_to(valid_metadata: dict[str, Any], tmp_path: Path) -> None:
+    # an entry of schema 1, before interval statistics
+    old_style = {**{k: v for k, v in valid_metadata.items() if k != "intervals"}, "schema_version": 1}
+    model = linear("crop_yield:old", 1.0, old_style, tmp_path)
+
+    async def refused() -> NoIntervalsError:
+        plane = DataPlane(Settings(monitoring=False))
+        plane.load(model)
+        plane.start()
+        try:
+            with pytest.raises(NoIntervalsError) as caught:
+                await plane.predict(ROWS, "predict", interval=0.9)
+            return caught.value
+        finally:
+            plane.stop()
+
+    error = asyncio.run(refused())
+    assert error.version == "old"
+    response = refusal_response("/predict", error)
+    assert (response.status_code, response.headers["x-model-version"]) == (400, "old")
+    assert "x-model-version" not in refusal_response("/predict", OverloadedError("busy")).headers

@@ -4,6 +4,7 @@ readiness before the model is up, route and method errors, the OpenAPI descripti
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +16,10 @@ from service.docs.openapi import patch_spec
 from service.docs.v2_openapi import v2_openapi
 from service.inference.control import IndexEntry
 from service.inference.dataplane import Prediction
-from service.inference.errors import DataPlaneError, NotReadyError
+from service.inference.errors import ControlError, DataPlaneError, NotReadyError
 from service.inference.intervals import BOUND_NAMES
 from service.inference.training_range import TrainingBox
-from service.v2 import routes
+from service.v2 import repository, routes
 from service.v2.operations import OPERATIONS
 from tests.v2_cases import ONE_ROW
 
@@ -218,3 +219,60 @@ def test_openapi_describes_every_route() -> None:
     assert {"400", "401", "404", "408", "413", "415", "429", "503", "504"} <= set(patched["responses"])
     error = patched["responses"]["400"]["content"]["application/json"]["schema"]
     assert error == {"$ref": "#/components/schemas/V2Error"}
+
+
+def config_body(config: dict[str, Any]) -> bytes:
+    """A load's body as tritonclient's load_model(config=...) sends it."""
+    return json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "version"),
+    [
+        (b"", None, None),
+        (b'{"parameters": {"version": " V2 "}}', None, "v2"),
+        (b'{"parameters": {"version": 3}}', None, "3"),  # Triton's versions are numbers
+        (b'{"parameters": {"unload_dependents": false}}', "v1", "v1"),  # tritonclient's unload
+        (
+            b'{"parameters": {"config": "{\\"version_policy\\": {\\"specific\\": {\\"versions\\": [7]}}}"}}',
+            None,
+            "7",
+        ),
+        (b'{"parameters": {"config": "{\\"max_batch_size\\": 8}"}}', "v1", None),
+    ],
+)
+def test_the_version_a_repository_call_names(body: bytes, header: str | None, version: str | None) -> None:
+    assert repository.version_of(body, header) == version
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"not json", "Invalid JSON"),
+        (b'{"parameters": {"version": [1]}}', "parameters.version"),
+        (b'{"parameters": {"config": "{"}}', "parameters.config is not JSON"),
+        (config_body({"version_policy": {"specific": {"versions": [1, 2]}}}), "exactly one version"),
+    ],
+)
+def test_a_repository_call_that_cannot_be_read_says_why(body: bytes, fragment: str) -> None:
+    with pytest.raises(repository.BadRepositoryCallError, match=fragment):
+        repository.version_of(body, None)
+
+
+def test_repository_calls_reach_the_control_and_refusals_are_answered() -> None:
+    client = AppClient(FakePlane())
+    changed = client.post("/v2/repository/models/crop_yield/default", json={"parameters": {"version": "v1"}})
+    assert changed.json() == {"name": "crop_yield", "versions": ["v1"], "default": "v1"}
+    assert client.control.calls == [("default", "v1")]
+    assert client.post("/v2/repository/models/other/load").status_code == 404
+    missing = client.post("/v2/repository/models/crop_yield/unload", json={})
+    assert missing.status_code == 400
+    assert "unload needs parameters.version" in missing.json()["error"]
+    client.control.refusal = ControlError("model control is 'none'")
+    refused = client.post("/v2/repository/models/crop_yield/load", json={"parameters": {"version": "v1"}})
+    assert (refused.status_code, refused.json()["error"]) == (409, "conflict: model control is 'none'")
+    listed = client.post("/v2/repository/index", json={"ready": True})
+    assert listed.json() == [
+        {"name": "crop_yield", "version": "v1", "state": "READY", "reason": "default", "default": True}
+    ]
+    assert client.post("/v2/repository/index", content=b'{"ready": "x"}').status_code == 400
