@@ -34,8 +34,9 @@ SAVE_LOCK_FILE = ".crop-yield-save.lock"
 service shared while it lists the store, so a listing never sees an entry half-written."""
 
 
-METADATA_SCHEMA_VERSION = 2
-"""Bumped whenever the metadata layout written by ``training`` changes (2: ``intervals``)."""
+METADATA_SCHEMA_VERSION = 3
+"""Bumped whenever the metadata layout written by ``training`` changes (2: ``intervals``;
+3: ``lineage``)."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ somewhere later on a missing key.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,8 +24,9 @@ from pydantic import (
 
 from contract import FEATURE_NAMES, METADATA_SCHEMA_VERSION, TARGET_NAMES
 
-SUPPORTED_SCHEMA_VERSIONS = (1, METADATA_SCHEMA_VERSION)
-"""Version 1 entries lack ``intervals``: they serve predictions but no prediction intervals."""
+SUPPORTED_SCHEMA_VERSIONS = (1, 2, METADATA_SCHEMA_VERSION)
+"""Version 1 entries lack ``intervals`` (they serve predictions but no prediction intervals);
+versions 1 and 2 lack ``lineage``."""
 STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -115,6 +116,65 @@ class IntervalBasis(BaseModel):
         return variance
 
 
+class TargetEvaluation(BaseModel):
+    """One model's errors on one target over the evaluation rows (prediction - actual)."""
+
+    model_config = STRICT
+    mse: float
+    mae: float
+    bias: float = Field(description="Mean signed error: positive when the model predicts too high")
+    coverage_90: float | None = Field(
+        None, description="Share of rows inside the 90% prediction interval; absent without intervals"
+    )
+    coverage_95: float | None = Field(
+        None, description="Share of rows inside the 95% prediction interval; absent without intervals"
+    )
+
+
+class Comparison(BaseModel):
+    """The new fit (challenger) against an existing model (champion), both scored alike on the
+    same rows; written by ``python -m training --compare-with``."""
+
+    model_config = STRICT
+    champion_source: str = Field(description="'store', or the URL of the service that answered")
+    evaluation: Literal["holdout", "cross_validation", "in_sample_same_data", "holdout_same_data"] = Field(
+        description="Other data than the champion's: holdout or cross_validation (both out-of-sample); "
+        "the champion's own data: in_sample_same_data (both fitted on and scored on every row) or "
+        "holdout_same_data (both scored on the rows both held out)"
+    )
+    rows: int = Field(description="Evaluation rows: the holdout, or every row")
+    challenger: dict[str, TargetEvaluation] = Field(
+        description="Per target; out-of-fold with cross-validation"
+    )
+    champion: dict[str, TargetEvaluation] = Field(description="Per target, on the same rows")
+    mse_change: dict[str, float] = Field(
+        description="Per target: (challenger MSE - champion MSE) / champion MSE"
+    )
+    max_regression: float = Field(description="The largest mse_change allowed on any target")
+    worse: bool = Field(description="Some target's mse_change exceeded max_regression")
+    same_data: bool = Field(
+        description="The champion's recorded data digest is this data's; with evaluation holdout or "
+        "cross_validation its figures may then be partly in-sample"
+    )
+
+
+class Lineage(BaseModel):
+    """Where a model came from: its data, how it was evaluated, what it was compared with."""
+
+    model_config = STRICT
+    data: str = Field(description="'builtin' (the shipped CSV) or the CSV path given to training")
+    sha256: str = Field(description="SHA-256 of the data file's bytes (the shipped CSV's too)")
+    fit_rows: int = Field(description="Rows the saved model was fitted on")
+    holdout_rows: int = Field(description="Rows held out of that fit (0 with cross-validation)")
+    folds: int | None = Field(
+        None, description="k of the k-fold cross-validation that evaluated the fit (rows: leave-one-out)"
+    )
+    compared_with: str | None = Field(None, description="The champion's tag, when compared")
+    comparison: Comparison | None = None
+    forced: bool = Field(description="Saved with --force although the comparison found it worse")
+    project_version: str = Field(description="contract.__version__ of the training code")
+
+
 class ModelMetadata(BaseModel):
     """Everything an entry records besides its weights (``contract.WEIGHTS_FILE``)."""
 
@@ -130,6 +190,7 @@ class ModelMetadata(BaseModel):
     seed: int
     versions: dict[str, str] = Field(description="Python and package versions of the training run")
     intervals: IntervalBasis | None = Field(None, description="From schema_version 2 on")
+    lineage: Lineage | None = Field(None, description="From schema_version 3 on")
 
     @field_validator("features", "targets")
     @classmethod
@@ -141,9 +202,11 @@ class ModelMetadata(BaseModel):
         return columns
 
     @model_validator(mode="after")
-    def _intervals_from_version_2(self) -> ModelMetadata:
+    def _fields_of_the_version(self) -> ModelMetadata:
         if self.schema_version >= 2 and self.intervals is None:
-            raise ValueError("schema_version 2 entries record intervals")
+            raise ValueError(f"schema_version {self.schema_version} entries record intervals")
+        if self.schema_version >= 3 and self.lineage is None:
+            raise ValueError(f"schema_version {self.schema_version} entries record lineage")
         return self
 
     def to_store(self) -> dict[str, Any]:

@@ -60,6 +60,25 @@ def interval_statistics(
     return IntervalStatistics(len(x), dof, (residual**2).sum(axis=0) / dof, xtx_inverse)
 
 
+def interval_half_widths(
+    xtx_inverse: np.ndarray, residual_variance: np.ndarray, dof: int, rows: np.ndarray, level: float
+) -> np.ndarray:
+    """n×targets half widths ``t(1-α/2, dof) · σ · sqrt(1 + x0ᵀ (XᵀX)⁻¹ x0)``, ``x0 = [1, x]``.
+
+    The formula the service serves (``service.inference.intervals``), restated here because
+    training must not import the service: a champion from the store and the challenger's
+    fits are judged by the intervals a caller would get. float64, as there.
+    """
+    from scipy.special import stdtrit  # imported on use: scipy is slow to import
+
+    design = np.column_stack([np.ones(len(rows)), np.asarray(rows, np.float64)])
+    leverage = ((design @ np.asarray(xtx_inverse, np.float64)) * design).sum(axis=1)
+    spread = np.sqrt(1.0 + np.maximum(leverage, 0.0))
+    t = float(stdtrit(dof, 0.5 + level / 2))
+    half: np.ndarray = t * spread[:, None] * np.sqrt(np.asarray(residual_variance, np.float64))[None, :]
+    return half
+
+
 def mse(predictions: np.ndarray, targets: np.ndarray) -> float:
     """Mean over rows and targets, like ``torch.nn.functional.mse_loss``."""
     return float(np.mean((np.asarray(predictions, np.float64) - targets) ** 2))

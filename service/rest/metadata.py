@@ -52,6 +52,7 @@ def describe(plane: Plane) -> ServiceMetadata:
         ),
         optimality_gap=meta.fit.optimality_gap,
         training={k: stored[k] for k in ("data", "hyperparameters", "seed", "versions")},
+        lineage=meta.lineage,
         device=str(model.device),
         service_version=__version__,
     )
@@ -65,7 +66,8 @@ def metadata_app(plane: Plane) -> FastAPI:
         response_model=ServiceMetadata,
         summary="What is being served",
         description="Model tag and creation time, features (units, valid and training ranges), "
-        "targets, training metrics, optimality gap, device and service version.",
+        "targets, training metrics, optimality gap, lineage (data digest, comparison with the "
+        "model it replaced), device and service version.",
         tags=["Service APIs"],
     )
     async def metadata() -> Any:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from contract import FEATURES, TARGETS, Column
+from contract.metadata import Lineage
 from service.inference.intervals import MAX_LEVEL, MIN_LEVEL
 
 FEATURE = {c.name: c for c in FEATURES}
@@ -327,6 +328,11 @@ class ServiceMetadata(BaseModel):
     training: dict[str, Any] = Field(description="Data digest, row counts, hyperparameters, versions")
     intervals: IntervalInfo | None = Field(
         description="Basis of the prediction intervals; null for a model trained before they were recorded"
+    )
+    lineage: Lineage | None = Field(
+        description="Where the model came from: data digest, rows fitted and held out, the model it was "
+        "compared with and the comparison's figures, whether it was forced, the training code's version; "
+        "null for a model trained before lineage was recorded (metadata schema_version 1 or 2)"
     )
     device: str = Field(description="Where the model runs: cpu or cuda[:n]")
     service_version: str

@@ -98,7 +98,13 @@ def test_metadata_records_the_contract(default_run: tuple[Path, subprocess.Compl
     assert meta["data"]["sha256"] == hashlib.sha256(csv_bytes).hexdigest()
     assert meta["data"]["rows"] == 15
     assert meta["hyperparameters"]["batch_size"] == 15  # full batch for small data
-    assert meta["schema_version"] == 2
+    assert meta["schema_version"] == 3
+    assert meta["lineage"]["sha256"] == meta["data"]["sha256"]
+    assert (meta["lineage"]["data"], meta["lineage"]["fit_rows"], meta["lineage"]["forced"]) == (
+        "builtin",
+        15,
+        False,
+    )
     intervals = meta["intervals"]
     assert (intervals["rows"], intervals["dof"]) == (15, 11)
     assert len(intervals["xtx_inverse"]) == 4
@@ -134,8 +140,13 @@ def test_help_documents_every_option(fresh_home: Path) -> None:
         "--no-standardize",
         "--dry-run",
         "--quiet",
+        "--compare-with",
+        "--max-regression",
+        "--force",
+        "--token",
     ]:
         assert option in result.stdout
+    assert "5 worse than the --compare-with model" in " ".join(result.stdout.split())
     assert store_snapshot(fresh_home) == {}
 
 

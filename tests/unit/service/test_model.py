@@ -68,13 +68,17 @@ def test_missing_weights_are_refused(tmp_path: Path, valid_metadata: dict[str, A
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"schema_version": 3}, "model x:y has metadata schema_version 3; this version reads 1, 2"),
+        ({"schema_version": 4}, "model x:y has metadata schema_version 4; this version reads 1, 2, 3"),
         ({"schema_version": None}, "schema_version None"),
-        ({"features": []}, "malformed metadata (schema_version 2): features: Value error, features are []"),
-        ({"fit": {"mse": 1.0}}, "malformed metadata (schema_version 2): fit.optimal_mse: Field required"),
+        ({"features": []}, "malformed metadata (schema_version 3): features: Value error, features are []"),
+        ({"fit": {"mse": 1.0}}, "malformed metadata (schema_version 3): fit.optimal_mse: Field required"),
         (
             {"intervals": None},
-            "(schema_version 2): metadata: Value error, schema_version 2 entries record intervals",
+            "(schema_version 3): metadata: Value error, schema_version 3 entries record intervals",
+        ),
+        (
+            {"lineage": None},
+            "(schema_version 3): metadata: Value error, schema_version 3 entries record lineage",
         ),
         (
             {"intervals": {**VALID_BASIS, "dof": 0}},
@@ -93,7 +97,9 @@ def test_metadata_it_cannot_read_is_refused_naming_the_problem(
 
 def test_a_version_1_entry_serves_without_intervals(tmp_path: Path, valid_metadata: dict[str, Any]) -> None:
     save_file({"weight": torch.ones(2, 3), "bias": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
-    old = {k: v for k, v in valid_metadata.items() if k != "intervals"} | {"schema_version": 1}
+    old = {k: v for k, v in valid_metadata.items() if k not in ("intervals", "lineage")} | {
+        "schema_version": 1
+    }
     model = LinearModel.load(tmp_path, "x:y", old, "", torch.device("cpu"))
     intervals = Intervals(model.metadata.intervals, model.tag)
     with pytest.raises(NoIntervalsError, match="model x:y was trained before prediction intervals"):
