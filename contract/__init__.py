@@ -34,9 +34,9 @@ SAVE_LOCK_FILE = ".crop-yield-save.lock"
 service shared while it lists the store, so a listing never sees an entry half-written."""
 
 
-METADATA_SCHEMA_VERSION = 3
+METADATA_SCHEMA_VERSION = 4
 """Bumped whenever the metadata layout written by ``training`` changes (2: ``intervals``;
-3: ``lineage``)."""
+3: ``lineage``; 4: ``reference``, the training distribution drift is measured against)."""
 
 
 @dataclass(frozen=True)

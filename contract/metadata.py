@@ -9,9 +9,11 @@ somewhere later on a missing key.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,11 +24,11 @@ from pydantic import (
     model_validator,
 )
 
-from contract import FEATURE_NAMES, METADATA_SCHEMA_VERSION, TARGET_NAMES
+from contract import FEATURE_NAMES, METADATA_SCHEMA_VERSION, TARGET_NAMES, drift
 
-SUPPORTED_SCHEMA_VERSIONS = (1, 2, METADATA_SCHEMA_VERSION)
+SUPPORTED_SCHEMA_VERSIONS = (1, 2, 3, METADATA_SCHEMA_VERSION)
 """Version 1 entries lack ``intervals`` (they serve predictions but no prediction intervals);
-versions 1 and 2 lack ``lineage``."""
+versions 1 and 2 lack ``lineage``; versions 1 to 3 lack ``reference`` (no drift checks)."""
 STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -175,6 +177,66 @@ class Lineage(BaseModel):
     project_version: str = Field(description="contract.__version__ of the training code")
 
 
+class ColumnReference(BaseModel):
+    """One column's distribution in the training rows, binned as ``contract.drift`` says:
+    ``edges`` e0 < … < en give the bins (−inf, e0), [e0, e1), …, [e(n−1), en], (en, +inf)."""
+
+    model_config = STRICT
+    edges: list[float] = Field(description="Deduplicated deciles of the training rows, increasing")
+    shares: list[float] = Field(description="Share of training rows per bin: len(edges) + 1, tails 0")
+    mean: float
+
+    @model_validator(mode="after")
+    def _a_distribution(self) -> ColumnReference:
+        if not all(map(math.isfinite, [*self.edges, *self.shares, self.mean])):
+            raise ValueError("edges, shares and mean must be finite")
+        if len(self.edges) < 2 or any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("edges must be at least 2 and strictly increasing")
+        if len(self.shares) != len(self.edges) + 1:
+            raise ValueError(
+                f"{len(self.edges)} edges need {len(self.edges) + 1} shares, not {len(self.shares)}"
+            )
+        if any(s < 0 for s in self.shares) or abs(math.fsum(self.shares) - 1) > 1e-9:
+            raise ValueError("shares must be >= 0 and sum to 1 (within 1e-9)")
+        return self
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> ColumnReference:
+        edges = drift.quantile_edges(values)
+        counts = drift.bin_counts(values, edges)
+        return cls(edges=edges.tolist(), shares=drift.shares(counts).tolist(), mean=float(np.mean(values)))
+
+
+class Reference(BaseModel):
+    """The training distribution drift is measured against: each feature over the training
+    rows, and each target as the saved model's *predictions* on them (live traffic has no
+    actuals; the service bins its predictions)."""
+
+    model_config = STRICT
+    rows: int = Field(ge=1, description="Training rows the distributions come from")
+    features: dict[str, ColumnReference]
+    targets: dict[str, ColumnReference] = Field(description="Of the model's predictions, not the actuals")
+
+    @field_validator("features", "targets")
+    @classmethod
+    def _the_models_columns(
+        cls, columns: dict[str, ColumnReference], info: ValidationInfo
+    ) -> dict[str, ColumnReference]:
+        expected = FEATURE_NAMES if info.field_name == "features" else TARGET_NAMES
+        if tuple(columns) != expected:
+            raise ValueError(f"{info.field_name} are {list(columns)}, expected {list(expected)}")
+        return columns
+
+    @classmethod
+    def of(cls, features: np.ndarray, predictions: np.ndarray) -> Reference:
+        """From the training rows (rows × features) and the model's predictions on them."""
+        return cls(
+            rows=len(features),
+            features={name: ColumnReference.of(features[:, j]) for j, name in enumerate(FEATURE_NAMES)},
+            targets={name: ColumnReference.of(predictions[:, j]) for j, name in enumerate(TARGET_NAMES)},
+        )
+
+
 class ModelMetadata(BaseModel):
     """Everything an entry records besides its weights (``contract.WEIGHTS_FILE``)."""
 
@@ -191,6 +253,7 @@ class ModelMetadata(BaseModel):
     versions: dict[str, str] = Field(description="Python and package versions of the training run")
     intervals: IntervalBasis | None = Field(None, description="From schema_version 2 on")
     lineage: Lineage | None = Field(None, description="From schema_version 3 on")
+    reference: Reference | None = Field(None, description="From schema_version 4 on")
 
     @field_validator("features", "targets")
     @classmethod
@@ -207,6 +270,8 @@ class ModelMetadata(BaseModel):
             raise ValueError(f"schema_version {self.schema_version} entries record intervals")
         if self.schema_version >= 3 and self.lineage is None:
             raise ValueError(f"schema_version {self.schema_version} entries record lineage")
+        if self.schema_version >= 4 and self.reference is None:
+            raise ValueError(f"schema_version {self.schema_version} entries record a reference")
         return self
 
     def to_store(self) -> dict[str, Any]:

@@ -58,7 +58,44 @@ def load_builtin(feature_names: Sequence[str], target_names: Sequence[str]) -> D
 
 def load_csv(path: Path, feature_names: Sequence[str], target_names: Sequence[str]) -> Dataset:
     """Read a CSV whose header names every feature and target column (any order, extra columns ignored)."""
-    wanted = [*feature_names, *target_names]
+    raw, table = _read_table(path, [*feature_names, *target_names])
+    n_rows = len(table)
+    needed = min_rows(len(feature_names))
+    if n_rows < needed:
+        raise DataError(
+            f"{path}: {n_rows} data row(s); at least {needed} are needed "
+            f"to fit {len(feature_names)} feature(s) with an intercept"
+        )
+    features = table[:, : len(feature_names)]
+    for j, name in enumerate(feature_names):
+        if np.all(features[:, j] == features[0, j]):
+            raise DataError(
+                f"{path}, column '{name}': every row has the same value {features[0, j]:g}; "
+                "a constant feature cannot be fitted"
+            )
+    return Dataset(
+        features=np.ascontiguousarray(features),
+        targets=np.ascontiguousarray(table[:, len(feature_names) :]),
+        feature_names=tuple(feature_names),
+        target_names=tuple(target_names),
+        source=str(path),
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def load_features(path: Path, feature_names: Sequence[str]) -> np.ndarray:
+    """The feature columns of a CSV (rows × features), for scoring rather than fitting: target
+    columns may be absent (they are ignored like any other extra column), one row is enough
+    and a constant column is fine (a drift file may well hold one day's rows)."""
+    _, table = _read_table(path, list(feature_names))
+    if len(table) == 0:
+        raise DataError(f"{path}: no data rows")
+    return table
+
+
+def _read_table(path: Path, wanted: list[str]) -> tuple[bytes, np.ndarray]:
+    """The file's bytes and its ``wanted`` columns as a float64 rows × columns array; every
+    problem with the file itself (not with how many rows it has) as a ``DataError``."""
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a CSV file")
     try:
@@ -97,29 +134,8 @@ def load_csv(path: Path, feature_names: Sequence[str], target_names: Sequence[st
     except csv.Error as exc:
         raise DataError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None
 
-    n_rows = len(columns[0])
-    needed = min_rows(len(feature_names))
-    if n_rows < needed:
-        raise DataError(
-            f"{path}: {n_rows} data row(s); at least {needed} are needed "
-            f"to fit {len(feature_names)} feature(s) with an intercept"
-        )
     table = np.column_stack([np.frombuffer(c, dtype=np.float64) for c in columns])
-    features = table[:, : len(feature_names)]
-    for j, name in enumerate(feature_names):
-        if np.all(features[:, j] == features[0, j]):
-            raise DataError(
-                f"{path}, column '{name}': every row has the same value {features[0, j]:g}; "
-                "a constant feature cannot be fitted"
-            )
-    return Dataset(
-        features=np.ascontiguousarray(features),
-        targets=np.ascontiguousarray(table[:, len(feature_names) :]),
-        feature_names=tuple(feature_names),
-        target_names=tuple(target_names),
-        source=str(path),
-        sha256=hashlib.sha256(raw).hexdigest(),
-    )
+    return raw, table.reshape(-1, len(wanted))
 
 
 def _column_index(path: Path, line: int, header: list[str], wanted: list[str]) -> dict[str, int]:

@@ -38,6 +38,7 @@ from contract.metadata import (
     IntervalBasis,
     Lineage,
     ModelMetadata,
+    Reference,
     TargetMetrics,
     TargetSummary,
 )
@@ -225,6 +226,7 @@ def train(options: TrainOptions) -> TrainOutcome:
             forced=comparison is not None and comparison.worse and options.force,
             project_version=__version__,
         ),
+        reference=Reference.of(x_train, train_pred),  # drift baseline: the rows the model was fitted on
     )
 
     tag = None

@@ -83,6 +83,9 @@ class ModelControl:
         self._failed: dict[str, tuple[str, str]] = {}
         """version → (the store entry's creation time, why its load failed): not retried until it changes."""
         self._lock = asyncio.Lock()
+        self._turn = asyncio.Lock()
+        """One look at the file (or store) or one repository call at a time in this worker: a
+        look that read the file before a call rewrote it must not apply the old content after."""
         self._signature: tuple[int, int, int] | None = None
         self._applied: str | None = None
         self._complaint: str | None = None
@@ -96,15 +99,17 @@ class ModelControl:
         while self.mode != "none":
             try:
                 await self.tick()
-            except Exception:  # keep following; the log says what went wrong
+            except Exception:  # keep following (and look at the file again); the log says why
+                self._signature = None
                 log.exception("model control (%s) failed to look at the store", self.mode)
             await asyncio.sleep(self.settings.control_interval)
 
     async def tick(self) -> None:
-        if self.mode == "poll":
-            await self._follow_store()
-        elif self.mode == "explicit":
-            await self._follow_file()
+        async with self._turn:
+            if self.mode == "poll":
+                await self._follow_store()
+            elif self.mode == "explicit":
+                await self._follow_file()
 
     async def _follow_store(self) -> None:
         models = await asyncio.to_thread(store.stored, self.settings.model_name)
@@ -225,7 +230,7 @@ class ModelControl:
             raise ControlError(
                 f"the served-set file {self.path} is read-only (a mounted ConfigMap?): edit it there instead"
             )
-        async with self._file_lock():
+        async with self._turn, self._file_lock():
             models = await asyncio.to_thread(store.stored, self.settings.model_name)
             if version is not None and version not in models and version not in self.plane.served.versions:
                 raise VersionNotServedError(

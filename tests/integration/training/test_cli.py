@@ -98,7 +98,12 @@ def test_metadata_records_the_contract(default_run: tuple[Path, subprocess.Compl
     assert meta["data"]["sha256"] == hashlib.sha256(csv_bytes).hexdigest()
     assert meta["data"]["rows"] == 15
     assert meta["hyperparameters"]["batch_size"] == 15  # full batch for small data
-    assert meta["schema_version"] == 3
+    assert meta["schema_version"] == 4
+    reference = meta["reference"]  # drift baseline: deciles of the 15 training rows
+    assert reference["rows"] == 15
+    assert list(reference["features"]) == list(FEATURE_NAMES)
+    assert list(reference["targets"]) == list(TARGET_NAMES)
+    assert reference["features"]["temperature"]["edges"][::10] == [68.0, 103.0]  # min and max
     assert meta["lineage"]["sha256"] == meta["data"]["sha256"]
     assert (meta["lineage"]["data"], meta["lineage"]["fit_rows"], meta["lineage"]["forced"]) == (
         "builtin",

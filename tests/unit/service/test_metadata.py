@@ -78,28 +78,48 @@ SCHEMA_2_ENTRY: dict[str, Any] = {
     },
 }
 SCHEMA_1_ENTRY = {k: v for k, v in SCHEMA_2_ENTRY.items() if k != "intervals"} | {"schema_version": 1}
+SCHEMA_3_ENTRY: dict[str, Any] = SCHEMA_2_ENTRY | {
+    # What training wrote before the drift reference (schema_version 3): lineage, no reference.
+    "schema_version": 3,
+    "lineage": {
+        "data": "builtin",
+        "sha256": "e3cb",
+        "fit_rows": 15,
+        "holdout_rows": 0,
+        "forced": False,
+        "project_version": "0.1.0",
+    },
+}
+OLD_ENTRIES = [SCHEMA_1_ENTRY, SCHEMA_2_ENTRY, SCHEMA_3_ENTRY]
 
 
-@pytest.mark.parametrize("entry", [SCHEMA_1_ENTRY, SCHEMA_2_ENTRY], ids=["schema 1", "schema 2"])
-def test_entries_of_older_schemas_still_load_without_lineage(entry: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("entry", OLD_ENTRIES, ids=["schema 1", "schema 2", "schema 3"])
+def test_entries_of_older_schemas_still_load_without_a_reference(
+    entry: dict[str, Any], tmp_path: Path
+) -> None:
     meta = read_metadata(copy.deepcopy(entry), "crop_yield:old")
-    assert meta.lineage is None
+    assert meta.reference is None
+    assert (meta.lineage is None) == (entry["schema_version"] < 3)
     assert (meta.intervals is None) == (entry["schema_version"] == 1)
     save_file({"weight": torch.ones(2, 3), "bias": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
     model = LinearModel.load(tmp_path, "crop_yield:old", copy.deepcopy(entry), "", torch.device("cpu"))
-    assert model.metadata.lineage is None
+    assert model.metadata.reference is None
+    assert model.metadata == meta
 
 
-def test_this_schema_requires_lineage() -> None:
-    assert METADATA_SCHEMA_VERSION == 3
+def test_this_schema_requires_lineage_and_a_reference() -> None:
+    assert METADATA_SCHEMA_VERSION == 4
     with pytest.raises(MetadataError, match="schema_version 3 entries record lineage"):
         read_metadata(SCHEMA_2_ENTRY | {"schema_version": 3}, "crop_yield:new")
+    with pytest.raises(MetadataError, match="schema_version 4 entries record a reference"):
+        read_metadata(SCHEMA_3_ENTRY | {"schema_version": 4}, "crop_yield:new")
 
 
-def test_lineage_survives_the_store_round_trip() -> None:
+def test_lineage_and_reference_survive_the_store_round_trip() -> None:
     """BentoML keeps no None values: to_store drops them and reading gives them back."""
     stored = train(TrainOptions(save=False)).metadata
     assert stored.lineage is not None
+    assert stored.reference is not None
     assert "compared_with" not in stored.to_store()["lineage"]
     assert read_metadata(stored.to_store(), "x:y") == stored
 

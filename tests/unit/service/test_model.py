@@ -68,17 +68,21 @@ def test_missing_weights_are_refused(tmp_path: Path, valid_metadata: dict[str, A
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"schema_version": 4}, "model x:y has metadata schema_version 4; this version reads 1, 2, 3"),
+        ({"schema_version": 5}, "model x:y has metadata schema_version 5; this version reads 1, 2, 3, 4"),
         ({"schema_version": None}, "schema_version None"),
-        ({"features": []}, "malformed metadata (schema_version 3): features: Value error, features are []"),
-        ({"fit": {"mse": 1.0}}, "malformed metadata (schema_version 3): fit.optimal_mse: Field required"),
+        ({"features": []}, "malformed metadata (schema_version 4): features: Value error, features are []"),
+        ({"fit": {"mse": 1.0}}, "malformed metadata (schema_version 4): fit.optimal_mse: Field required"),
         (
             {"intervals": None},
-            "(schema_version 3): metadata: Value error, schema_version 3 entries record intervals",
+            "(schema_version 4): metadata: Value error, schema_version 4 entries record intervals",
         ),
         (
             {"lineage": None},
-            "(schema_version 3): metadata: Value error, schema_version 3 entries record lineage",
+            "(schema_version 4): metadata: Value error, schema_version 4 entries record lineage",
+        ),
+        (
+            {"reference": None},
+            "(schema_version 4): metadata: Value error, schema_version 4 entries record a reference",
         ),
         (
             {"intervals": {**VALID_BASIS, "dof": 0}},

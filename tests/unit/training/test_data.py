@@ -9,7 +9,7 @@ import pytest
 
 from contract import FEATURE_NAMES, TARGET_NAMES
 from tests.helpers import BAD_CSV_CASES, CSV_HEADER, builtin_rows
-from training.data import DataError, load_builtin, load_csv
+from training.data import DataError, load_builtin, load_csv, load_features
 
 
 def write(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
@@ -72,3 +72,15 @@ def test_binary_file(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(DataError, match="not UTF-8"):
         load_csv(path, FEATURE_NAMES, TARGET_NAMES)
+
+
+def test_rows_to_score_need_only_the_features(tmp_path: Path) -> None:
+    """Drift files: no target columns, a single row and a constant column are all fine."""
+    path = write(tmp_path, "humidity,temperature,rainfall,region\n50,80,90,north\n")
+    assert load_features(path, FEATURE_NAMES).tolist() == [[80.0, 90.0, 50.0]]
+    with pytest.raises(DataError, match="no data rows"):
+        load_features(write(tmp_path, "temperature,rainfall,humidity\n", "empty.csv"), FEATURE_NAMES)
+    with pytest.raises(DataError, match="line 3, column 'rainfall': 'x' is not a number"):
+        load_features(
+            write(tmp_path, "temperature,rainfall,humidity\n1,2,3\n1,x,3\n", "bad.csv"), FEATURE_NAMES
+        )
