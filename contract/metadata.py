@@ -223,9 +223,11 @@ class Reference(BaseModel):
         cls, columns: dict[str, ColumnReference], info: ValidationInfo
     ) -> dict[str, ColumnReference]:
         expected = FEATURE_NAMES if info.field_name == "features" else TARGET_NAMES
-        if tuple(columns) != expected:
+        # A mapping's order is not kept by every writer (a YAML dump may sort the keys): the
+        # names must be the model's, and they come back in the model's order.
+        if sorted(columns) != sorted(expected):
             raise ValueError(f"{info.field_name} are {list(columns)}, expected {list(expected)}")
-        return columns
+        return {name: columns[name] for name in expected}
 
     @classmethod
     def of(cls, features: np.ndarray, predictions: np.ndarray) -> Reference:

@@ -125,6 +125,9 @@ def test_a_reference_covers_the_models_columns() -> None:
     Reference(rows=3, features=dict.fromkeys(FEATURE_NAMES, column), targets=targets)
     with pytest.raises(ValidationError, match="features are"):
         Reference(rows=3, features={"temperature": column}, targets=targets)
+    # a YAML dump that sorts the keys (yaml.safe_dump's default) reads back in the model's order
+    sorted_keys = {name: column for name in sorted(FEATURE_NAMES)}
+    assert list(Reference(rows=3, features=sorted_keys, targets=targets).features) == list(FEATURE_NAMES)
 
 
 def test_training_records_the_reference_of_its_rows_and_predictions() -> None:
