@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format grpc-stubs bench bench-service bench-bursts bench-slow-bodies bench-peers bench-monitoring bench-versions bench-intervals loadtest soak clean
+.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format grpc-stubs bench bench-service bench-bursts bench-slow-bodies bench-peers bench-monitoring bench-versions bench-observability bench-intervals loadtest soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -115,6 +115,12 @@ bench-monitoring: setup
 bench-versions: setup
 	bash devtools/apt-tools.sh benchmark
 	$(PY) -m benchmarks.versions_bench $(if $(BEFORE),--before $(BEFORE)) $(ARGS)
+
+## Drift counting, payload logging and tracing on, against an older checkout:
+## make bench-observability BEFORE=/path/to/checkout (git worktree add /tmp/before <commit>)
+bench-observability: setup
+	bash devtools/apt-tools.sh benchmark
+	$(PY) -m benchmarks.observability_bench --before $(BEFORE) $(ARGS)
 
 ## Headless locust run against a running service; HTML report and CSV stats in REPORT_DIR.
 ## make loadtest HOST=http://localhost:3000 USERS=50 DURATION=2m

@@ -1,9 +1,9 @@
 """The wiring: the BentoML service that puts the layers together (the only module that
 imports them all).
 
-``POST /predict`` and ``POST /predict_columns`` (``service.rest``), ``GET /metadata``, the
-Open Inference Protocol under ``/v2`` (``service.v2``), the API document and docs page
-(``service.docs``), behind the guards of ``service.http``, all over one data plane
+``POST /predict``, ``POST /predict_columns`` and ``POST /feedback`` (``service.rest``),
+``GET /metadata``, the Open Inference Protocol under ``/v2`` (``service.v2``), the API document
+and docs page (``service.docs``), behind the guards of ``service.http``, all over one data plane
 (``service.inference.dataplane``). BentoML provides ``/livez`` and ``/readyz``; ``/metrics`` is
 ``service.http.request_metrics``'s.
 
@@ -24,7 +24,7 @@ from typing import Any
 import bentoml
 from starlette.responses import Response
 
-from service.bentoml_internals import api_input_model
+from service.bentoml_internals import api_input_model, drop_bentoml_tracing_middleware
 from service.docs.asgi import DocsPage, PatchedOpenAPI
 from service.docs.document import Deployment, docs_page, present
 from service.docs.openapi import patch_spec
@@ -33,6 +33,7 @@ from service.grpc.servicer import InferenceServicer
 from service.http import paths
 from service.http.guards import BearerAuth, JsonOnly, UnroutableV2Paths
 from service.http.hot_paths import HotPaths
+from service.http.payloads import PayloadLogging
 from service.http.request_metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
 from service.http.traffic import RequestContext, RequestGate
 from service.inference import preflight
@@ -44,8 +45,12 @@ from service.inference.errors import ModelLoadError
 from service.inference.store import served_entries
 from service.inference.versions import PolicyError
 from service.observability import logs, metrics, runtime
+from service.observability.payloads import PayloadLog
+from service.observability.tracing import Tracer
+from service.rest import feedback as feedback_api
 from service.rest import handlers
 from service.rest.asgi import json_api
+from service.rest.feedback_schemas import FeedbackResponse, feedback_request_model
 from service.rest.metadata import metadata_app
 from service.rest.schemas import (
     ColumnsResponse,
@@ -60,9 +65,12 @@ settings = get_settings()
 log = logging.getLogger("crop_yield.service")
 PredictRequest = predict_request_model(settings.max_rows_per_request)
 ColumnsRequest = columns_request_model(settings.max_bulk_rows)
-# Tracing stays on the middleware stack in BentoML 1.4; excluding every URL is how it is
-# switched off (a span per request cost a large share of worker CPU).
-TRACING_EXCLUDED = [] if settings.tracing else [".*"]
+FeedbackRequest = feedback_request_model(settings.max_rows_per_request)
+# BentoML 1.4's OpenTelemetry middleware stays on the stack; excluding every URL keeps it from
+# recording any request (a span per request cost a large share of worker CPU). Traces are
+# the service's own: sampled, and made only for the sample (service.observability.tracing).
+TRACING_EXCLUDED = [".*"]
+drop_bentoml_tracing_middleware()  # excluded, it still cost ~5 µs a request; the list is for safety
 TIMEOUT_BACKSTOP_S = 5.0
 SERVICE_NAME = "crop_yield"
 # Here too, not only in the worker's start-up hook: BentoML's serving process (which
@@ -77,6 +85,10 @@ control = ModelControl(settings, plane, lambda entry, device: _load_entry(entry,
 slots = Slots(math.ceil(settings.max_concurrency / settings.workers))
 # Unlimited until the worker has started and knows its resting memory (_start_runtime).
 memory_budget = MemoryBudget(None, settings.memory_wait)
+# Payload logging (service.observability.payloads): None when off; its senders start per worker.
+payload_log = PayloadLog.from_settings(settings)
+# W3C trace context on every request; spans for a sample (service.observability.tracing).
+tracer = Tracer.from_environment(settings.trace_ratio, SERVICE_NAME)
 
 
 @bentoml.asgi_app(metadata_app(plane), path="/")
@@ -132,6 +144,9 @@ class CropYieldService:
         self._tasks.append(loop.create_task(runtime.collect_periodically()))
         self.plane.start()
         self._tasks.append(loop.create_task(control.run()))
+        if payload_log is not None:
+            payload_log.start()
+        tracer.start()
         limit = (
             runtime.container_memory_limit()
             if settings.memory_limit_mb is None
@@ -148,6 +163,8 @@ class CropYieldService:
                 token,
                 settings.request_timeout,
                 settings.version_sticky_header,
+                payload_log,
+                tracer,
             )
             self._grpc = GrpcServer(
                 self.plane,
@@ -176,6 +193,9 @@ class CropYieldService:
     async def _stop_runtime(self) -> None:
         if self._grpc is not None:  # begun at SIGTERM; ends within the same deadline
             await self._grpc.stop(settings.graceful_shutdown_timeout)
+        if payload_log is not None:  # both transports have drained: flush what they logged
+            await payload_log.close()
+        tracer.shutdown()
         for task in self._tasks:
             task.cancel()
         self.plane.stop()
@@ -185,7 +205,7 @@ class CropYieldService:
         """/readyz: the model is loaded, the warm-up prediction passed, the runtime started."""
         return self.plane.ready
 
-    # The declarations describe the two routes in /docs.json and to BentoML's client and
+    # The declarations describe the JSON API's routes in /docs.json and to BentoML's client and
     # `bentoml build`. While served, their requests are answered ahead of BentoML's router
     # (service.http.hot_paths → service.rest.asgi) by the same handler each body calls, on
     # the request rebuilt from the fields BentoML validated and passes (the bodies answer
@@ -193,7 +213,8 @@ class CropYieldService:
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
     async def predict(self, ctx: bentoml.Context, **request: Any) -> Response:
         """Predict apple and orange yields for each region, in order, with a flag for
-        inputs outside the training range and, when asked for, prediction intervals.
+        inputs outside the training range and, when asked for, prediction intervals and
+        explanations (each input's contribution: the linear model's exact Shapley values).
 
         Rows of concurrent calls are merged into one model call (adaptive batching).
         """
@@ -212,18 +233,34 @@ class CropYieldService:
         )
         return _answered(ctx, answer)
 
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackResponse)
+    async def feedback(self, ctx: bentoml.Context, **request: Any) -> Response:
+        """Report the yields observed for rows predicted earlier: the same model version
+        predicts them again and answers each row's error (actual − predicted, t/ha) and whether
+        the actual lay inside the 90% and 95% prediction intervals, with a summary per target.
+
+        The rows are counted in the crop_yield_feedback_* metrics (live RMSE, MAE, bias and
+        interval coverage per version), never as predictions.
+        """
+        version = handlers.asked_version(ctx.request.headers.get(MODEL_VERSION_HEADER))
+        answer = await feedback_api.feedback(self.plane, FeedbackRequest.model_construct(**request), version)
+        return _answered(ctx, answer)
+
 
 # Outermost first: request metrics, request id and deadline, authentication (headers only), unroutable V2
-# paths, the body and concurrency gate, the media type, the hot routes (the JSON API's
-# predictions, the V2 routes and /metrics, answered by their own apps), then the OpenAPI document and
-# docs page; everything else reaches BentoML's router.
+# paths, the body and concurrency gate, payload logging (when on), the media type, the hot routes
+# (the JSON API's predictions, the V2 routes and /metrics, answered by their own apps), then the OpenAPI
+# document and docs page; everything else reaches BentoML's router.
 # The decorators turned the class into a bentoml Service (untyped).
 _service: Any = CropYieldService
 _service.add_asgi_middleware(
     RequestMetrics, service_name=SERVICE_NAME, routes=tuple(sorted(paths.JSON_API_PATHS))
 )
 _service.add_asgi_middleware(
-    RequestContext, timeout=settings.request_timeout, sticky_header=settings.version_sticky_header
+    RequestContext,
+    timeout=settings.request_timeout,
+    sticky_header=settings.version_sticky_header,
+    tracer=tracer,
 )
 if settings.auth_token is not None:
     _service.add_asgi_middleware(
@@ -240,6 +277,8 @@ _service.add_asgi_middleware(
     exempt=paths.is_probe,
     budget=memory_budget,
 )
+if payload_log is not None:  # the prediction routes' calls, with their bodies as the gate read them
+    _service.add_asgi_middleware(PayloadLogging, log=payload_log)
 _service.add_asgi_middleware(JsonOnly, paths=paths.JSON_API_PATHS)
 # The hot routes leave here for their front end's own app (service.http.hot_paths).
 json_routes = json_api(
@@ -247,7 +286,11 @@ json_routes = json_api(
 )
 _service.add_asgi_middleware(
     HotPaths,
-    routes={**json_routes, ("GET", METRICS_PATH): metrics_endpoint},
+    routes={
+        **json_routes,
+        **feedback_api.feedback_route(plane, api_input_model(_service, "feedback")),
+        ("GET", METRICS_PATH): metrics_endpoint,
+    },
     tree=v2_app(plane, control),
     claims=paths.is_v2,
 )

@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     )
     auth_token: SecretStr | None = Field(
         None,
-        description="Bearer token required on /predict*, /metadata and /v2/models/*; "
+        description="Bearer token required on /predict*, /feedback, /metadata and /v2/models/*; "
         "unset = no authentication",
     )
     host: str = Field("0.0.0.0", description="Address to listen on")
@@ -128,7 +128,14 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8001, ge=0, le=65535, description="Port of the Open Inference Protocol over gRPC (0: no gRPC)"
     )
-    tracing: bool = Field(False, description="OpenTelemetry spans per request (costly; off by default)")
+    trace_ratio: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Share of requests without a caller's traceparent that get OpenTelemetry spans "
+        "(a caller's sampled flag is always followed; OTEL_TRACES_SAMPLER overrides); spans are made "
+        "only when OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set",
+    )
     access_log: bool = Field(False, description="One log line per request (costly; off by default)")
     monitoring: bool = Field(
         True, description="Count inputs outside the training range and histogram inputs and predictions"
@@ -136,6 +143,48 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text",
         description="text, or json: one object per line (time, level, request id, route, status, message)",
+    )
+    # Payload logging (docs/payload-logging.md): each prediction call as two CloudEvents, as
+    # KServe's inference logger sends them, POSTed by a background sender.
+    payload_log_url: str | None = Field(
+        None,
+        description="Where payload logging POSTs each prediction call's request and response as "
+        "CloudEvents: one or more http(s) URLs, comma-separated; unset = off",
+    )
+    payload_log_mode: Literal["all", "request", "response"] = Field(
+        "all", description="Which events payload logging sends: all (both), request, or response"
+    )
+    payload_log_sample: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of prediction calls payload-logged, chosen by a hash of the request id "
+        "(a call's request and response together)",
+    )
+    payload_log_kserve_ids: bool = Field(
+        False,
+        description="Give a call's request and response events the same ce-id, the request id, as "
+        "KServe does (else each event has its own)",
+    )
+    payload_log_source: str | None = Field(
+        None, description="The events' ce-source; unset = http://<host name>:<port>/"
+    )
+    payload_log_service_name: str = Field(
+        "crop-yield", description="The events' ce-inferenceservicename (KServe's InferenceService name)"
+    )
+    payload_log_endpoint: str = Field(
+        "default", description="The events' ce-endpoint: default, or canary on a canary's pods (as KServe)"
+    )
+    payload_log_queue_events: int = Field(
+        10_000, ge=1, description="Most events waiting per sink in each worker; more are dropped"
+    )
+    payload_log_queue_bytes: int = Field(
+        67_108_864,
+        ge=1024,
+        description="Most payload bytes waiting per sink in each worker (64 MiB); more are dropped",
+    )
+    payload_log_timeout: float = Field(
+        2.0, gt=0, description="Seconds one delivery attempt of an event may take"
     )
 
     @property
@@ -158,6 +207,20 @@ class Settings(BaseSettings):
     def _empty_token_means_none(cls, token: SecretStr | None) -> SecretStr | None:
         # An empty variable (e.g. an empty Secret key) must not become the token "".
         return token if token is not None and token.get_secret_value().strip() else None
+
+    @property
+    def payload_log_urls(self) -> tuple[str, ...]:
+        """The payload-logging sinks (none: payload logging is off)."""
+        return tuple(u.strip() for u in (self.payload_log_url or "").split(",") if u.strip())
+
+    @field_validator("payload_log_url", mode="after")
+    @classmethod
+    def _payload_sinks_are_http(cls, urls: str | None) -> str | None:
+        for url in (u.strip() for u in (urls or "").split(",") if u.strip()):
+            scheme, _, rest = url.partition("://")
+            if scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return urls
 
 
 @lru_cache(maxsize=1)

@@ -36,11 +36,16 @@ REF_PREFIX = "#/components/schemas/"
 PREDICTION = "Prediction"
 V2 = "Open Inference Protocol (V2)"
 MODEL_INFORMATION = "Model information"
+GROUND_TRUTH = "Ground truth"
 HEALTH = "Health and metrics"
 TAGS = [
     {"name": PREDICTION, "description": "Apple and orange yields for growing conditions, as rows or columns"},
     {"name": V2, "description": "The KServe/Triton inference protocol, with JSON or binary tensors"},
     {"name": MODEL_INFORMATION, "description": "Which model is served and what it was trained on"},
+    {
+        "name": GROUND_TRUTH,
+        "description": "Observed yields for earlier predictions: each row's error, live error metrics",
+    },
     {"name": HEALTH, "description": "Kubernetes probes and Prometheus metrics (never need a token)"},
 ]
 
@@ -51,6 +56,11 @@ OPERATION_NAMES: dict[tuple[str, str], tuple[str, str, str]] = {
         "predict_columns",
         PREDICTION,
         "Predict yields for columns of inputs (bulk)",
+    ),
+    ("/feedback", "post"): (
+        "feedback",
+        GROUND_TRUTH,
+        "Score the predictions of earlier rows against the yields observed",
     ),
     ("/metadata", "get"): ("get_metadata", MODEL_INFORMATION, "What is being served"),
     ("/livez", "get"): ("livez", HEALTH, "Liveness: the process answers"),
@@ -99,10 +109,10 @@ def description(deployment: Deployment, model: str | None) -> str:
     """``api_description.md`` with this deployment's model, limits and authentication."""
     authentication = (
         "This deployment requires `Authorization: Bearer <token>` on the prediction routes, "
-        "`/metadata` and `/v2/models/*`; probes, `/metrics` and this page stay open."
+        "`/feedback`, `/metadata` and `/v2/models/*`; probes, `/metrics` and this page stay open."
         if deployment.auth
         else "This deployment requires no authentication. When an operator sets "
-        "`CROP_YIELD_AUTH_TOKEN`, the prediction routes, `/metadata` and `/v2/models/*` need "
+        "`CROP_YIELD_AUTH_TOKEN`, the prediction routes, `/feedback`, `/metadata` and `/v2/models/*` need "
         "`Authorization: Bearer <token>` (answered `401` otherwise)."
     )
     template = Template((HERE / "api_description.md").read_text(encoding="utf-8"))

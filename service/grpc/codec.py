@@ -106,11 +106,15 @@ def encode(
     model_version: str,
     bounds: dict[str, np.ndarray] | None = None,
     extrapolated: np.ndarray | None = None,
+    explanation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pb.ModelInferResponse:
-    """The answer for the model's n×2 outputs, the requested ``bounds`` and ``extrapolated`` flags."""
+    """The answer for the model's n×2 outputs, the requested ``bounds``, ``extrapolated``
+    flags and ``explanation`` (tensors of more than one dimension flattened row-major)."""
     response = pb.ModelInferResponse(model_name=model_name, model_version=model_version, id=request.id or "")
-    for output, datatype, column in codec.output_columns(request, outputs, bounds, extrapolated):
-        tensor = response.outputs.add(name=output.name, datatype=datatype, shape=[len(column)])
+    for output, datatype, shape, column in codec.output_columns(
+        request, outputs, bounds, extrapolated, explanation
+    ):
+        tensor = response.outputs.add(name=output.name, datatype=datatype, shape=shape)
         if raw:
             response.raw_output_contents.append(column.tobytes())
         else:

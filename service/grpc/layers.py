@@ -36,6 +36,7 @@ import grpc
 from service.inference.admission import MemoryBudget, Slots
 from service.observability import context as request_context
 from service.observability import metrics
+from service.observability.tracing import Tracer
 from service.settings import RETRY_AFTER_S
 
 log = logging.getLogger("crop_yield.grpc")
@@ -70,12 +71,18 @@ def metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
 
 
 def observed(
-    behaviour: Behaviour, route: str, method: str, timeout: float, sticky_header: str = "x-request-id"
+    behaviour: Behaviour,
+    route: str,
+    method: str,
+    timeout: float,
+    sticky_header: str = "x-request-id",
+    tracer: Tracer | None = None,
 ) -> Behaviour:
     """Timed by method and by the model version that answered: the answer's ``model_version``
     when it has one (ModelInferResponse), else "" (no answer, or an RPC without versions).
     ``sticky_header``: the metadata canary weights hash (``context.ROUTING_KEY``) when a call
-    has it; the request id otherwise."""
+    has it; the request id otherwise. ``tracer``: the ``traceparent`` metadata in, a
+    ``traceresponse`` trailer out, and the spans of sampled calls."""
     sticky = None if sticky_header == "x-request-id" else sticky_header
     timed = metrics.grpc_request_duration()
     durations = {"": timed.labels(method=method, version="")}  # bound once per version seen
@@ -91,7 +98,16 @@ def observed(
 
     async def observe(request: Any, context: grpc.aio.ServicerContext) -> Any:
         key = None if sticky is None else metadata(context, sticky)
-        request_context.begin(metadata(context, "x-request-id"), route, key)
+        request_id = request_context.begin(metadata(context, "x-request-id"), route, key)
+        trace = None
+        if tracer is not None:
+            trace = tracer.begin(
+                metadata(context, "traceparent"),
+                route.lstrip("/"),
+                {"rpc.system": "grpc", "rpc.method": method, "crop_yield.request_id": request_id},
+            )
+            if trace is not None:
+                context.set_trailing_metadata((("traceresponse", trace.traceresponse()),))
         started = time.perf_counter()
         code: Any = grpc.StatusCode.UNKNOWN
         version = ""
@@ -120,6 +136,8 @@ def observed(
             else:
                 counted.labels(method=method, code=_name(code)).inc()
             (durations.get(version) or duration_of(version)).observe(time.perf_counter() - started)
+            if trace is not None and trace.span is not None:
+                tracer.end(trace, _name(code), code is not grpc.StatusCode.OK)  # type: ignore[union-attr]
 
     return observe
 
@@ -152,8 +170,9 @@ def authenticated(behaviour: Behaviour, token: str) -> Behaviour:
     return check
 
 
-def admitted(behaviour: Behaviour, slots: Slots, budget: MemoryBudget) -> Behaviour:
-    """A slot for the call, and memory for a large message (which arrives ``Sized``)."""
+def admitted(behaviour: Behaviour, slots: Slots, budget: MemoryBudget, keep_size: bool = False) -> Behaviour:
+    """A slot for the call, and memory for a large message (which arrives ``Sized``); with
+    ``keep_size``, ``behaviour`` gets it ``Sized`` too (payload logging counts its bytes)."""
 
     async def admit(received: Sized, context: grpc.aio.ServicerContext) -> Any:
         request, size = received
@@ -170,7 +189,7 @@ def admitted(behaviour: Behaviour, slots: Slots, budget: MemoryBudget) -> Behavi
                     context, f"{slots.in_flight} requests are in progress (CROP_YIELD_MAX_CONCURRENCY)"
                 )
             try:
-                return await behaviour(request, context)
+                return await behaviour(received if keep_size else request, context)
             finally:
                 slots.give_back()
         finally:

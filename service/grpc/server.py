@@ -26,8 +26,11 @@ from service.grpc import inference_pb2_grpc as rpc
 from service.grpc.health import NOT_SERVING, SERVING, Health
 from service.grpc.health import SERVICE_NAME as HEALTH_SERVICE
 from service.grpc.layers import OPEN, admitted, authenticated, observed, sized
+from service.grpc.payloads import payload_logged
 from service.inference.admission import MemoryBudget, Slots
 from service.inference.dataplane import Plane
+from service.observability.payloads import PayloadLog
+from service.observability.tracing import Tracer
 
 log = logging.getLogger("crop_yield.grpc")
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
@@ -35,6 +38,8 @@ INFERENCE_SERVICE = SERVICE.full_name
 READY_POLL_S = 0.2
 READABLE = frozenset({"RepositoryIndex"})
 """Not probes (they take a slot), but readable without the token, as over HTTP."""
+LOGGED = frozenset({"ModelInfer"})
+"""The RPCs payload logging sees (``service.grpc.payloads``): the predictions."""
 
 
 def inference_handler(
@@ -44,22 +49,29 @@ def inference_handler(
     token: str | None,
     timeout: float,
     sticky_header: str = "x-request-id",
+    payloads: PayloadLog | None = None,
+    tracer: Tracer | None = None,
 ) -> grpc.GenericRpcHandler:
-    """The servicer's RPCs, each behind the layers of ``service.grpc.layers``."""
+    """The servicer's RPCs, each behind the layers of ``service.grpc.layers``; with
+    ``payloads``, the predictions' innermost layer logs them (``service.grpc.payloads``)."""
     handlers = {}
     for method in SERVICE.methods:
         request_type = getattr(pb, method.input_type.name)
         response_type = getattr(pb, method.output_type.name)
         behaviour = getattr(servicer, method.name)
         read = request_type.FromString
+        keep_size = False
+        if payloads is not None and method.name in LOGGED:  # predictions: never an open RPC
+            behaviour = payload_logged(behaviour, payloads)
+            keep_size = True  # it counts the message's bytes on the wire
         if method.name not in OPEN:
-            behaviour = admitted(behaviour, slots, budget)
+            behaviour = admitted(behaviour, slots, budget, keep_size)
             read = sized(read)
             if token and method.name not in READABLE:
                 behaviour = authenticated(behaviour, token)
         route = f"/{INFERENCE_SERVICE}/{method.name}"
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            observed(behaviour, route, method.name, timeout, sticky_header),
+            observed(behaviour, route, method.name, timeout, sticky_header, tracer),
             request_deserializer=read,
             response_serializer=response_type.SerializeToString,
         )

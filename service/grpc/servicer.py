@@ -126,8 +126,16 @@ class InferenceServicer(rpc.GRPCInferenceServiceServicer):
                 decoded.rows, ENDPOINT, decoded.interval, batch=False, version=request.model_version or None
             )
             flags = prediction.extrapolated if decoded.wants_flags else None
+            explanation = prediction.explanation() if decoded.explain else None
             return codec.encode(
-                decoded, raw, prediction.outputs, name, prediction.version, prediction.bounds, flags
+                decoded,
+                raw,
+                prediction.outputs,
+                name,
+                prediction.version,
+                prediction.bounds,
+                flags,
+                explanation,
             )
 
         return await self._answer(context, handle)

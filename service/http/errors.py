@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from starlette.responses import Response
 
 from service.http.asgi import Headers, Scope, Send
-from service.http.paths import JSON_API_PATHS, is_probe, is_protected, is_v2
+from service.http.paths import FEEDBACK_PATH, JSON_API_PATHS, is_probe, is_protected, is_v2
 from service.settings import MODEL_VERSION_HEADER, RETRY_AFTER_S
 
 Applies = Callable[[str, str], bool]  # (path, lower-case method) -> bool
@@ -43,8 +43,18 @@ def _predictions(path: str, method: str) -> bool:
     return method == "post" and (path in JSON_API_PATHS or is_v2(path))
 
 
+def _batched(path: str, method: str) -> bool:
+    """The prediction routes: not /feedback, which calls the model directly."""
+    return _predictions(path, method) and path != FEEDBACK_PATH
+
+
 def _v2_models(path: str, method: str) -> bool:
     return path.startswith(("/v2/models/", "/v2/repository/models/"))
+
+
+def _versions_named(path: str, method: str) -> bool:
+    """The V2 model routes, and /feedback, whose body may name a model version."""
+    return _v2_models(path, method) or path == FEEDBACK_PATH
 
 
 def _repository_changes(path: str, method: str) -> bool:
@@ -91,7 +101,7 @@ INVALID = ApiError(
     _posts,
 )
 UNAUTHORIZED = ApiError(401, "unauthorized", "Missing or wrong bearer token", _protected)
-NOT_FOUND = ApiError(404, "not found", "No such model or version is served", _v2_models)
+NOT_FOUND = ApiError(404, "not found", "No such model or version is served", _versions_named)
 METHOD_NOT_ALLOWED = ApiError(
     405, "method not allowed", "No operation of this path takes this method", _never
 )
@@ -131,7 +141,7 @@ OVERLOADED = ApiError(
     "overloaded",
     "Rows waited longer than CROP_YIELD_MAX_LATENCY_MS in the batching queue; retry after "
     "Retry-After seconds",
-    _predictions,
+    _batched,
     retry_after=True,
 )
 MEMORY_BUSY = ApiError(

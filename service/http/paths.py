@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-JSON_API_PATHS = frozenset({"/predict", "/predict_columns"})
+FEEDBACK_PATH = "/feedback"
+"""Ground truth for earlier predictions (``service.rest.feedback``)."""
+JSON_API_PATHS = frozenset({"/predict", "/predict_columns", FEEDBACK_PATH})
 """BentoML API routes: JSON bodies only (see ``service.http.guards.JsonOnly``)."""
 
 PROBE_PATHS = frozenset(

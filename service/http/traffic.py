@@ -39,6 +39,7 @@ from service.http.bodies import (
 )
 from service.http.errors import send_error
 from service.observability import context
+from service.observability.tracing import Tracer
 
 if TYPE_CHECKING:  # the worker's admission objects are handed in (service.inference.admission)
     from service.inference.admission import MemoryBudget, Slots
@@ -57,12 +58,16 @@ class RequestContext:
     (``service.observability.context``, read by the log filter) and added to the response headers.
     """
 
-    def __init__(self, app: ASGIApp, timeout: float, sticky_header: str = "x-request-id") -> None:
+    def __init__(
+        self, app: ASGIApp, timeout: float, sticky_header: str = "x-request-id", tracer: Tracer | None = None
+    ) -> None:
         """``sticky_header``: the header canary weights hash (``context.ROUTING_KEY``) when a
-        request has it; the request id otherwise."""
+        request has it; the request id otherwise. ``tracer``: W3C trace context in (the
+        ``traceparent`` header) and out (``traceresponse``), and the spans of sampled requests."""
         self.app = app
         self.timeout = timeout
         self.sticky = None if sticky_header == "x-request-id" else sticky_header.encode()
+        self.tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,14 +75,29 @@ class RequestContext:
             return
         key = None if self.sticky is None else header(scope, self.sticky)
         request_id = context.begin(header(scope, b"x-request-id"), scope["path"], key)
-        id_header = (b"x-request-id", request_id.encode())
+        added = [(b"x-request-id", request_id.encode())]
+        trace = None
+        if self.tracer is not None:
+            trace = self.tracer.begin(
+                header(scope, b"traceparent"),
+                f"{scope['method']} {scope['path']}",
+                {
+                    "http.request.method": scope["method"],
+                    "url.path": scope["path"],
+                    "crop_yield.request_id": request_id,
+                },
+            )
+            if trace is not None:
+                added.append((b"traceresponse", trace.traceresponse().encode()))
         started = False
+        status = 0
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", ()), id_header]
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
         # The same deadline asyncio.timeout(self.timeout) would set, shared with RequestGate.
@@ -99,6 +119,9 @@ class RequestContext:
             log.warning("answered 504: not done within %s s", self.timeout, extra={"status": 504})
             if not started:
                 await send_error(send_with_id, scope, errors.TIMEOUT, [], context.past_deadline(self.timeout))
+        finally:
+            if trace is not None and trace.span is not None:
+                self.tracer.end(trace, status, status >= 500 or not status)  # type: ignore[union-attr]
 
 
 class RequestGate:

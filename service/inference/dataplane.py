@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from service.inference import feedback as ground_truth
 from service.inference.batching import RowBatcher
 from service.inference.errors import (
     DataPlaneError,
@@ -31,11 +32,13 @@ from service.inference.errors import (
     VersionLoadError,
     VersionNotServedError,
 )
+from service.inference.explain import Explainer, explanation
 from service.inference.intervals import Intervals
 from service.inference.routing import Split, parse_weights
 from service.inference.shadow import Shadow
 from service.inference.training_range import TrainingBox
 from service.observability import context, metrics, monitoring
+from service.observability.tracing import TRACE
 from service.settings import Settings
 
 log = logging.getLogger("crop_yield.dataplane")
@@ -58,6 +61,9 @@ class Prediction:
     level: float | None
     box: TrainingBox = field(repr=False)
     tag: str = ""
+    explainer: Explainer | None = field(default=None, repr=False)
+    """The version's explainer (None: its metadata records no training means); used only by
+    calls that ask for an explanation (``explanation``)."""
 
     @property
     def version(self) -> str:
@@ -72,6 +78,16 @@ class Prediction:
     def extrapolated(self) -> np.ndarray:
         """Per row: any feature outside the training range."""
         return np.asarray(self.outside.any(axis=1))
+
+    def explanation(self) -> tuple[np.ndarray, np.ndarray]:
+        """(contributions float32 [n, targets, features], base values float32 [targets]): the
+        rows' exact Shapley values (``service.inference.explain``); ``NoExplanationsError``,
+        naming this version, when its metadata records no training means."""
+        try:
+            return explanation(self.explainer, self.rows, self.tag)
+        except DataPlaneError as exc:
+            exc.version = self.version
+            raise
 
 
 class Plane(Protocol):
@@ -104,6 +120,10 @@ class Plane(Protocol):
         version: str | None = None,
     ) -> Prediction: ...
 
+    def feedback(
+        self, rows: np.ndarray, actuals: np.ndarray, version: str | None = None
+    ) -> ground_truth.Scored: ...
+
 
 class _Loaded:
     """One served version: the model, everything computed from it, its batcher and metrics,
@@ -116,8 +136,11 @@ class _Loaded:
             model.metadata, model.weight.cpu().numpy(), model.bias.cpu().numpy()
         )
         self.box = TrainingBox(feature_ranges)
-        self.monitor = monitoring.Monitor(feature_ranges, target_ranges, self.box)
+        self.monitor = monitoring.Monitor(feature_ranges, target_ranges, self.box, model.metadata.reference)
         self.intervals = Intervals(model.metadata.intervals, model.tag)
+        self.explainer = Explainer.of(
+            model.metadata.reference, model.weight.cpu().numpy(), model.bias.cpu().numpy()
+        )
         self.batcher: RowBatcher | None = None
         self.sink: monitoring.PrometheusSink | None = None
         self.in_flight = 0
@@ -151,6 +174,13 @@ class Served:
     """Every served version, the default first, then newest first."""
     split: Split | None = None
     """Canary weights for calls that name no version (None: the default answers them)."""
+
+    def not_served(self, version: str | None) -> VersionNotServedError:
+        """The refusal of a call that names a version not served here (it lists those that are)."""
+        return VersionNotServedError(
+            f"version {version!r} of model {self.default.name!r} is not served here; served: "
+            + ", ".join(repr(v) for v in self.versions)
+        )
 
     def pick(self, version: str | None, key: str | None) -> _Loaded | None:
         if version is not None:
@@ -309,10 +339,10 @@ class DataPlane:
         else:
             loaded = served.pick(version, None if served.split is None else context.ROUTING_KEY.get())
         if loaded is None:
-            raise VersionNotServedError(
-                f"version {version!r} of model {served.default.name!r} is not served here; served: "
-                + ", ".join(repr(v) for v in served.versions)
-            )
+            raise served.not_served(version)
+        trace = TRACE.get()
+        if trace is not None and trace.span is not None:  # a sampled request: its predict span
+            trace.mark("predict_start", len(rows))
         loaded.in_flight += 1  # no await since the set was read: a drain cannot miss this call
         try:
             if batch and loaded.batcher is not None and len(rows) <= self._max_batched_rows:
@@ -325,6 +355,8 @@ class DataPlane:
             raise
         finally:
             loaded.in_flight -= 1
+            if trace is not None and trace.span is not None:
+                trace.mark("predict_end")
         (loaded.counters.get(endpoint) or loaded.rows_predicted(endpoint)).inc(len(rows))
         if version is None and self.shadow is not None:
             self.shadow.offer(rows, outputs, loaded.version)
@@ -333,7 +365,25 @@ class DataPlane:
         except DataPlaneError as exc:  # no interval statistics
             exc.version = loaded.version
             raise
-        return Prediction(rows, outputs, bounds, interval, loaded.box, loaded.model.tag)
+        return Prediction(rows, outputs, bounds, interval, loaded.box, loaded.model.tag, loaded.explainer)
+
+    def feedback(
+        self, rows: np.ndarray, actuals: np.ndarray, version: str | None = None
+    ) -> ground_truth.Scored:
+        """Ground truth (``POST /feedback``): the observed n×targets ``actuals`` against what
+        ``version`` (the default when None) predicts for the float32 n×3 ``rows``, with the
+        90% and 95% intervals, added to the ``crop_yield_feedback_*`` metrics;
+        ``VersionNotServedError`` for a version not served. The model is called directly and
+        nothing else counts the rows: they were predicted when they were served, so they are
+        not predictions again (not in the row counts, the batch sizes, monitoring, the shadow)."""
+        served = self._require()
+        loaded = served.default if version is None else served.versions.get(version)
+        if loaded is None:
+            raise served.not_served(version)
+        half = ground_truth.half_widths(loaded.intervals, rows)
+        scored = ground_truth.score(loaded.model.predict(rows), actuals, half, loaded.model.tag)
+        ground_truth.count(scored)
+        return scored
 
     # -- inside ---------------------------------------------------------------------------
 
@@ -366,6 +416,7 @@ class DataPlane:
             )
         if loaded.sink is None and self.settings.monitoring:
             loaded.sink = monitoring.PrometheusSink(loaded.monitor, loaded.version)
+        ground_truth.export_version(loaded.model.metadata, loaded.version)
         self._model_info(loaded, default)
 
     def _model_info(self, loaded: _Loaded, default: bool | None) -> None:
@@ -418,5 +469,11 @@ class DataPlane:
         version's monitoring (its histograms' buckets are its own training range)."""
         outputs = loaded.model.predict(rows)
         if self.settings.monitoring:
-            loaded.monitor.observe(rows, outputs)
+            if len(rows) < monitoring.DEFER_ROWS:
+                loaded.monitor.observe(rows, outputs)
+            else:
+                # A bulk call's monitoring (some 30 ns a row) runs once the answer is on its
+                # way: the loop's next turn, after the handler wrote the response. Nothing
+                # writes to rows or outputs after this call.
+                asyncio.get_running_loop().call_soon(loaded.monitor.observe, rows, outputs)
         return outputs

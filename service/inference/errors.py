@@ -85,6 +85,13 @@ class NoIntervalsError(DataPlaneError):
     field = "interval"
 
 
+class NoExplanationsError(DataPlaneError):
+    """An explanation was asked of a model whose metadata has no training means (schema 1 to 3)."""
+
+    kind = Kind.INVALID
+    field = "explain"
+
+
 class ModelLoadError(RuntimeError):
     """The store entry is missing or does not follow the contract."""
 

@@ -14,17 +14,21 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from service.observability.context import REQUEST_ID, ROUTE
+from service.observability.tracing import TRACE
 
 LogFormat = Literal["text", "json"]
 OWN_LOGGER = "crop_yield"
 
 
 class RequestFields(logging.Filter):
-    """Stamp ``request_id`` and ``route`` (None outside a request) on every record."""
+    """Stamp ``request_id``, ``route`` and ``trace_id`` (None outside a request, or for a
+    request without trace context) on every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = REQUEST_ID.get()
         record.route = ROUTE.get()
+        trace = TRACE.get()
+        record.trace_id = None if trace is None else trace.trace_hex
         return True
 
 
@@ -38,11 +42,14 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = self.base.format(record)
         request_id = getattr(record, "request_id", None)
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id:
+            return f"{text} [request {request_id} trace {trace_id}]"
         return f"{text} [request {request_id}]" if request_id else text
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, request_id, route, status, message."""
+    """One JSON object per line: time, level, logger, request_id, trace_id, route, status, message."""
 
     def format(self, record: logging.LogRecord) -> str:
         document = {
@@ -50,6 +57,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "request_id": getattr(record, "request_id", None),
+            "trace_id": getattr(record, "trace_id", None),
             "route": getattr(record, "route", None),
             "status": getattr(record, "status", None),
             "message": record.getMessage(),

@@ -148,6 +148,18 @@ def grpc_request_duration() -> Any:
 
 
 @cache
+def payload_events() -> Any:
+    from prometheus_client import Counter
+
+    return Counter(
+        "crop_yield_payload_events",
+        "Payload-logging CloudEvents (service.observability.payloads), per sink: sent, failed (given up "
+        "after the retries, or refused) or dropped (a full queue, or left at shutdown)",
+        ["outcome"],
+    )
+
+
+@cache
 def shadow_rows() -> Any:
     from prometheus_client import Counter
 
@@ -167,6 +179,73 @@ def shadow_difference() -> Any:
         "|shadow version's prediction - the answer given|, by target and shadow version",
         ["target", "version"],
         buckets=SHADOW_DIFFERENCE_BUCKETS,
+    )
+
+
+# Ground truth (POST /feedback, service.inference.feedback): sums per target and model version,
+# so that rules divide rates of sums by the rate of rows (live RMSE, MAE, bias, coverage).
+# A counter never goes down, so the signed error is kept as its two halves (``sign``), as
+# Prometheus advises for sums of observations that may be negative.
+
+
+def _feedback_counter(name: str, documentation: str, *labels: str) -> Any:
+    from prometheus_client import Counter
+
+    return Counter(f"crop_yield_feedback_{name}", documentation, ["target", "version", *labels])
+
+
+@cache
+def feedback_rows() -> Any:
+    return _feedback_counter(
+        "rows", "Rows of ground truth (POST /feedback) scored, by target and model version"
+    )
+
+
+@cache
+def feedback_squared_error() -> Any:
+    return _feedback_counter(
+        "squared_error",
+        "Sum of (actual - predicted)^2 over feedback rows, (t/ha)^2, by target and model version",
+    )
+
+
+@cache
+def feedback_absolute_error() -> Any:
+    return _feedback_counter(
+        "absolute_error", "Sum of |actual - predicted| over feedback rows, t/ha, by target and model version"
+    )
+
+
+@cache
+def feedback_error() -> Any:
+    return _feedback_counter(
+        "error",
+        "Signed error actual - predicted over feedback rows, t/ha, as two sums: sign=positive adds "
+        "the rows where the actual was above the prediction, sign=negative the magnitudes of those "
+        "below it (signed sum = positive - negative)",
+        "sign",
+    )
+
+
+@cache
+def feedback_inside_interval() -> Any:
+    return _feedback_counter(
+        "inside_interval",
+        "Feedback rows whose actual lay inside the prediction interval at this level, by target "
+        "and model version (no series for a version without interval statistics)",
+        "level",
+    )
+
+
+@cache
+def training_rmse() -> Any:
+    from prometheus_client import Gauge
+
+    return Gauge(
+        "crop_yield_model_training_rmse",
+        "RMSE of the model version on its training rows (t/ha), from its metadata, by target",
+        ["target", "version"],
+        multiprocess_mode="livemax",
     )
 
 

@@ -32,13 +32,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from contract import FEATURE_NAMES, TARGET_NAMES
-from contract.metadata import ModelMetadata
+from contract.metadata import ModelMetadata, Reference
 from service.observability import metrics
+from service.observability.reference_bins import ReferenceBins, ReferenceLayout
 
 INSIDE_BUCKETS = 8
 OUTSIDE_BUCKETS = 4
 FLUSH_EVERY_S = 1.0
 SMALL_CALL_ROWS = 8
+DEFER_ROWS = 10_000
+"""Model calls of at least this many rows are observed after their answer is sent (the data
+plane schedules it), not before: bulk requests' latency does not pay for monitoring."""
 
 
 def bucket_bounds(low: float, high: float) -> np.ndarray:
@@ -70,6 +74,7 @@ class Accumulated:
     sums: np.ndarray  # per column
     below: np.ndarray  # per feature
     above: np.ndarray  # per feature
+    reference_bins: np.ndarray | None = None  # columns × bins of the reference (None: no reference)
 
 
 class Box(Protocol):
@@ -90,7 +95,11 @@ class Monitor:
         feature_ranges: Sequence[tuple[float, float]],
         target_ranges: Sequence[tuple[float, float]],
         box: Box,
+        reference: Reference | None = None,
     ):
+        """``reference``: the training distribution from the model's metadata (schema 4 on):
+        rows are also counted into its bins (drift); None counts none."""
+        self.reference = None if reference is None else ReferenceBins(reference)
         ranges = [*feature_ranges, *target_ranges]
         self.names = [*(f"input_{n}" for n in FEATURE_NAMES), *(f"prediction_{n}" for n in TARGET_NAMES)]
         self.bounds = [bucket_bounds(low, high) for low, high in ranges]
@@ -120,6 +129,13 @@ class Monitor:
             np.zeros(features, np.int64),
         )
 
+    def take(self) -> Accumulated:
+        """The accumulated counts, leaving the accumulators empty."""
+        state, self._state = self._state, self._empty()
+        if self.reference is not None:
+            state.reference_bins = self.reference.take()
+        return state
+
     def observe(self, rows: np.ndarray, outputs: np.ndarray) -> None:
         """Fold one model call's n×features inputs and n×targets outputs into the accumulators."""
         if len(rows) <= SMALL_CALL_ROWS:
@@ -132,6 +148,8 @@ class Monitor:
         values = np.empty((features + outputs.shape[1], len(rows)), dtype=np.float32)
         values[:features] = rows.T
         values[features:] = outputs.T
+        if self.reference is not None:
+            self.reference.observe(values)  # before the arithmetic below rewrites values
         state.below += np.count_nonzero(values[:features] < self._lows32, axis=1)
         state.above += np.count_nonzero(values[:features] > self._highs32, axis=1)
         state.sums += values.sum(axis=1, dtype=np.float64)
@@ -157,14 +175,12 @@ class Monitor:
                     below[j] += 1
                 elif value > self._highs_list[j]:
                     above[j] += 1
-            for j, value in enumerate(row + predicted):
+            values = row + predicted
+            for j, value in enumerate(values):
                 counts[j, bisect.bisect_left(self._bounds_lists[j], value)] += 1  # "le" as above
                 sums[j] += value
-
-    def take(self) -> Accumulated:
-        """The accumulated counts, leaving the accumulators empty."""
-        state, self._state = self._state, self._empty()
-        return state
+            if self.reference is not None:
+                self.reference.observe_row(values)
 
 
 class PrometheusSink:
@@ -186,11 +202,14 @@ class PrometheusSink:
     def __init__(self, monitor: Monitor, version: str, registry: Any = None) -> None:
         self.monitor = monitor
         self.version = version
+        reference = monitor.reference
         if registry is None:
             layout = tuple(tuple(bounds.tolist()) for bounds in monitor.bounds)
-            series = _shared(version, tuple(monitor.names), layout)
+            columns = None if reference is None else reference.layout()
+            series = _shared(version, tuple(monitor.names), layout, columns)
         else:
-            series = _Series.bind(version, monitor.names, monitor.bounds, registry)
+            columns = None if reference is None else reference.layout()
+            series = _Series.bind(version, monitor.names, monitor.bounds, registry, columns)
         self.registry = series.registry
         self.histograms = series.histograms
         self._series = series
@@ -206,6 +225,10 @@ class PrometheusSink:
                 self._series.count_outside(feature, "above", int(above))
         for histogram, counts, total in zip(self.histograms, state.bucket_counts, state.sums, strict=True):
             add_observations(histogram, counts, float(total))
+        if state.reference_bins is not None:
+            for column, counts in zip(self._series.reference_bins, state.reference_bins, strict=False):
+                for i in np.flatnonzero(counts):
+                    column[i].inc(int(counts[i]))
 
     async def run(self, every_s: float = FLUSH_EVERY_S) -> None:
         while True:
@@ -225,6 +248,9 @@ class _Series:
     series appears once it counts, as with one version."""
     histograms: list[Any]
     """Bound to the version, in ``Monitor.names`` order."""
+    reference_bins: list[list[Any]]
+    """Drift counters per column (features, then targets) and bin, all bound at start so
+    that an empty bin reads 0; empty without a reference."""
     _outside_bound: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def count_outside(self, feature: str, side: str, rows: int) -> None:
@@ -235,7 +261,13 @@ class _Series:
         counter.inc(rows)
 
     @staticmethod
-    def bind(version: str, names: Sequence[str], bounds: Sequence[np.ndarray], registry: Any) -> _Series:
+    def bind(
+        version: str,
+        names: Sequence[str],
+        bounds: Sequence[np.ndarray],
+        registry: Any,
+        reference: ReferenceLayout | None = None,
+    ) -> _Series:
         from prometheus_client import Counter, Histogram  # after BentoML set up multiprocess mode
 
         outside = Counter(
@@ -254,11 +286,16 @@ class _Series:
             ).labels(version=version)
             for name, column_bounds in zip(names, bounds, strict=True)
         ]
-        return _Series(version, registry, outside, histograms)
+        return _Series(version, registry, outside, histograms, _bind_reference(version, reference, registry))
 
 
 @cache
-def _shared(version: str, names: tuple[str, ...], layout: tuple[tuple[float, ...], ...]) -> _Series:
+def _shared(
+    version: str,
+    names: tuple[str, ...],
+    layout: tuple[tuple[float, ...], ...],
+    reference: ReferenceLayout | None,
+) -> _Series:
     """One set of series per version and layout for the process's life. In multiprocess mode
     a value object keeps its own running total and writes it whole, so two objects of one
     series would overwrite each other's counts (the data plane may start a reloaded version
@@ -267,7 +304,52 @@ def _shared(version: str, names: tuple[str, ...], layout: tuple[tuple[float, ...
     from prometheus_client import CollectorRegistry
 
     registry = None if metrics.writes_files() else CollectorRegistry()
-    return _Series.bind(version, names, [np.array(bounds) for bounds in layout], registry)
+    return _Series.bind(version, names, [np.array(bounds) for bounds in layout], registry, reference)
+
+
+def _bind_reference(version: str, reference: ReferenceLayout | None, registry: Any) -> list[list[Any]]:
+    """The drift counters of a version, every bin bound (so it reads 0 before any row), and
+    the reference shares set on their gauges."""
+    if reference is None:
+        return []
+    from prometheus_client import Counter, Gauge
+
+    kinds: dict[str, tuple[Any, Any]] = {}
+    bound = []
+    for kind, label, column, shares in reference:
+        if kind not in kinds:
+            kinds[kind] = (
+                Counter(
+                    f"crop_yield_{kind}_bin_rows",
+                    _BIN_HELP[kind],
+                    [label, "bin", "version"],
+                    registry=registry,
+                ),
+                Gauge(
+                    f"crop_yield_{kind}_reference_ratio",
+                    _RATIO_HELP[kind],
+                    [label, "bin", "version"],
+                    multiprocess_mode="livemax",
+                    registry=registry,
+                ),
+            )
+        counter, gauge = kinds[kind]
+        for i, share in enumerate(shares):
+            gauge.labels(column, str(i), version).set(share)
+        bound.append([counter.labels(column, str(i), version) for i in range(len(shares))])
+    return bound
+
+
+_BIN_HELP = {
+    "input": "Served rows per bin of this feature's training reference (drift), by model version; "
+    "bin 0 is below the training minimum, the last above the maximum",
+    "output": "Predictions per bin of this target's reference (the model's predictions on its "
+    "training rows), by model version",
+}
+_RATIO_HELP = {
+    "input": "Share of the training rows in each bin of this feature (the reference the PSI compares with)",
+    "output": "Share of the predictions on the training rows in each bin of this target",
+}
 
 
 _HELP = {

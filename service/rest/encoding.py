@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 
 from contract import FEATURE_NAMES, TARGET_NAMES
+from service.inference.explain import BASE_VALUES, CONTRIBUTIONS
 from service.rest.schemas import ColumnsRequestBase, CropConditions
 
 
@@ -25,9 +26,11 @@ def predictions_json(
     bounds: dict[str, np.ndarray] | None,
     level: float | None,
     model: str,
+    explanation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> bytes:
     """The ``PredictResponse`` body for n×2 outputs, the n×features outside-training-range
-    flags and, when asked for, the interval bounds (``service.inference.intervals``).
+    flags and, when asked for, the interval bounds (``service.inference.intervals``) and the
+    explanation (contributions n×targets×features and base values, ``service.inference.explain``).
 
     Built as plain dicts and written by orjson: the same document as the pydantic models,
     without their per-object construction cost.
@@ -40,13 +43,26 @@ def predictions_json(
         for name, column in bounds.items():
             for prediction, value in zip(predictions, column.tolist(), strict=True):
                 prediction[name] = value
+    if explanation is not None:
+        for prediction, contributions in zip(predictions, explanation[0].tolist(), strict=True):
+            prediction[CONTRIBUTIONS] = by_target(contributions)
     for prediction, features in zip(predictions, names, strict=True):
         prediction["extrapolated"] = bool(features)
         prediction["outside_training_range"] = features
     document: dict[str, Any] = {"predictions": predictions, "model": model}
     if level is not None:
         document["interval"] = level
+    if explanation is not None:
+        document[BASE_VALUES] = dict(zip(TARGET_NAMES, explanation[1].tolist(), strict=True))
     return orjson.dumps(document)
+
+
+def by_target(contributions: list[list[float]]) -> dict[str, dict[str, float]]:
+    """One row's targets×features contributions → ``{"apples": {"temperature": ..}, ..}``."""
+    return {
+        target: dict(zip(FEATURE_NAMES, values, strict=True))
+        for target, values in zip(TARGET_NAMES, contributions, strict=True)
+    }
 
 
 def columns_to_matrix(request: ColumnsRequestBase) -> np.ndarray:

@@ -44,10 +44,11 @@ async def predict(plane: Plane, request: PredictRequestBase, version: str | None
     interval = request.interval
     try:
         prediction = await plane.predict(rows, "predict", interval, version=version)
+        explanation = prediction.explanation() if request.explain else None
     except DataPlaneError as exc:
         return refusal_response("/predict", exc)
     body = encoding.predictions_json(
-        prediction.outputs, prediction.outside, prediction.bounds, interval, prediction.tag
+        prediction.outputs, prediction.outside, prediction.bounds, interval, prediction.tag, explanation
     )
     return answer(body, prediction.version)
 

@@ -92,6 +92,57 @@ def _bound_field(target: str, side: str, example: Any) -> Any:
     )
 
 
+def explain_field() -> Any:
+    return Field(
+        False,
+        description=(
+            "Also return each prediction's explanation: per target, each feature's contribution "
+            "(t/ha) to the prediction, and per target the base value, the prediction at the means "
+            "of the training data, so that base value + contributions = prediction. They are the "
+            "exact (interventional) Shapley values of the linear model; models trained before the "
+            "training means were recorded (metadata schema_version 1 to 3) refuse with 400."
+        ),
+        json_schema_extra={"example": True},
+    )
+
+
+CONTRIBUTIONS_EXAMPLE: dict[str, Any] = {
+    "apples": {"temperature": 4.83, "rainfall": -15.61, "humidity": -7.9},
+    "oranges": {"temperature": 2.84, "rainfall": -14.66, "humidity": -10.64},
+}
+BASE_VALUES_EXAMPLE: dict[str, Any] = {"apples": 76.0, "oranges": 92.0}
+"""The example region's explanation by the default model (base value + contributions = 57.32
+t/ha of apples and 69.54 of oranges, the example prediction)."""
+
+
+class FeatureContributions(BaseModel):
+    """Each feature's contribution to one target's prediction, in that target's unit (t/ha):
+    weight × (value − training mean), so 0 for a feature at its training mean."""
+
+    temperature: float = Field(description="Contribution of the temperature (t/ha)")
+    rainfall: float = Field(description="Contribution of the rainfall (t/ha)")
+    humidity: float = Field(description="Contribution of the humidity (t/ha)")
+
+
+class Contributions(BaseModel):
+    """Per target, each feature's contribution to the prediction (t/ha): the prediction is the
+    target's base value plus the three contributions."""
+
+    model_config = ConfigDict(json_schema_extra={"example": CONTRIBUTIONS_EXAMPLE})
+
+    apples: FeatureContributions
+    oranges: FeatureContributions
+
+
+class BaseValues(BaseModel):
+    """Per target, the prediction at the training means (t/ha): what the contributions add to."""
+
+    model_config = ConfigDict(json_schema_extra={"example": BASE_VALUES_EXAMPLE})
+
+    apples: float = Field(description="Apple yield predicted at the training means (t/ha)")
+    oranges: float = Field(description="Orange yield predicted at the training means (t/ha)")
+
+
 EXTRAPOLATED_DESCRIPTION = (
     "True when an input lies outside the range of the model's training data "
     "(GET /metadata: train_min, train_max): the prediction extrapolates"
@@ -100,7 +151,7 @@ EXTRAPOLATED_DESCRIPTION = (
 
 class YieldPrediction(BaseModel):
     """Predicted yields of one region, whether its inputs were inside the training range,
-    and the prediction interval when asked for."""
+    and the prediction interval and explanation when asked for."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -111,6 +162,7 @@ class YieldPrediction(BaseModel):
                 "apples_upper": 60.27,
                 "oranges_lower": 66.95,
                 "oranges_upper": 72.14,
+                "contributions": CONTRIBUTIONS_EXAMPLE,
                 "extrapolated": False,
                 "outside_training_range": [],
             }
@@ -123,6 +175,12 @@ class YieldPrediction(BaseModel):
     apples_upper: float | None = _bound_field("apples", "upper", 60.27)
     oranges_lower: float | None = _bound_field("oranges", "lower", 66.95)
     oranges_upper: float | None = _bound_field("oranges", "upper", 72.14)
+    contributions: Contributions | None = Field(
+        None,
+        description="Per target, each feature's contribution to the prediction (t/ha); present when "
+        "the request asks to explain",
+        json_schema_extra=_optional_output(CONTRIBUTIONS_EXAMPLE),
+    )
     extrapolated: bool = Field(description=EXTRAPOLATED_DESCRIPTION, json_schema_extra={"example": False})
     outside_training_range: list[str] = Field(
         description="The features outside the training range (empty when none)",
@@ -141,6 +199,7 @@ class PredictRequestBase(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     inputs: list[CropConditions]
     interval: float | None = None
+    explain: bool = False
 
 
 def _level_echo() -> Any:
@@ -157,6 +216,12 @@ class PredictResponse(BaseModel):
     predictions: list[YieldPrediction] = Field(description="Predicted yields, one per input row, in order")
     model: str = _model_tag_field()
     interval: float | None = _level_echo()
+    base_values: BaseValues | None = Field(
+        None,
+        description="Per target, the prediction at the training means, which each prediction's "
+        "contributions add to; present when the request asks to explain",
+        json_schema_extra=_optional_output(BASE_VALUES_EXAMPLE),
+    )
 
 
 def predict_request_model(max_rows: int) -> type[PredictRequestBase]:
@@ -175,6 +240,7 @@ def predict_request_model(max_rows: int) -> type[PredictRequestBase]:
             description=f"Regions to predict, 1 to {max_rows} rows",
         )
         interval: float | None = interval_field()
+        explain: bool = explain_field()
 
     return PredictRequest
 

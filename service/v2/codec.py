@@ -26,6 +26,7 @@ import orjson
 import simdjson
 
 from contract import FEATURE_NAMES, FEATURES, TARGET_NAMES, Column
+from service.inference.explain import BASE_VALUES, CONTRIBUTIONS
 from service.inference.intervals import BOUND_NAMES, MAX_LEVEL, MIN_LEVEL
 
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -57,6 +58,8 @@ class InferRequest:
     outputs: tuple[RequestedOutput, ...]
     interval: float | None = None
     """Confidence level of the bounds, when a bound output is requested."""
+    explain: bool = False
+    """An explanation output is requested (``parameters.explain``, or one named in ``outputs``)."""
 
     @property
     def wants_flags(self) -> bool:
@@ -285,6 +288,7 @@ def decode_document(document: Any, binary: memoryview, max_rows: int) -> InferRe
     parameters = _object(document.get("parameters"), "parameters")
     binary_output = bool(_bool(parameters.get("binary_data_output"), "parameters.binary_data_output"))
     level = _level(parameters.get("interval"))
+    explain = _bool(parameters.get("explain"), "parameters.explain")
 
     columns: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
@@ -345,9 +349,13 @@ def decode_document(document: Any, binary: memoryview, max_rows: int) -> InferRe
             f"the body has {len(binary)} bytes after the JSON header but the inputs' "
             f"binary_data_size add up to {offset}"
         )
-    outputs = _requested_outputs(document.get("outputs"), binary_output)
+    outputs, explained = _with_explanation(
+        _requested_outputs(document.get("outputs"), binary_output), explain, binary_output
+    )
     wants_bounds = any(output.name in BOUND_NAMES for output in outputs)
-    return InferRequest(request_id, _to_rows(columns, datatypes), outputs, level if wants_bounds else None)
+    return InferRequest(
+        request_id, _to_rows(columns, datatypes), outputs, level if wants_bounds else None, explained
+    )
 
 
 PLAIN_TENSOR = frozenset({"name", "shape", "datatype", "data"})
@@ -446,8 +454,13 @@ def _to_rows(columns: dict[str, np.ndarray], datatypes: dict[str, str]) -> np.nd
 EXTRAPOLATED = "extrapolated"
 OUTPUT_NAMES = (*TARGET_NAMES, *BOUND_NAMES, EXTRAPOLATED)
 """The predictions, then (only when requested by name) their interval bounds and the
-per-row flag for inputs outside the training range."""
-OUTPUT_DATATYPES = {name: ("BOOL" if name == EXTRAPOLATED else "FP32") for name in OUTPUT_NAMES}
+per-row flag for inputs outside the training range: the outputs the model metadata lists."""
+EXPLANATION_NAMES = (CONTRIBUTIONS, BASE_VALUES)
+"""The explanation's outputs (``service.inference.explain``), returned with
+``parameters.explain`` or when named: FP32 ``contributions`` [N, targets, features] and
+``base_values`` [targets]. Not in the model metadata, whose outputs are one value per row."""
+REQUESTABLE = (*OUTPUT_NAMES, *EXPLANATION_NAMES)
+OUTPUT_DATATYPES = {name: ("BOOL" if name == EXTRAPOLATED else "FP32") for name in REQUESTABLE}
 DEFAULT_LEVEL = 0.95
 ALL_OUTPUTS = {flag: tuple(RequestedOutput(name, flag) for name in TARGET_NAMES) for flag in (False, True)}
 
@@ -460,8 +473,8 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> tuple[RequestedOut
         if not isinstance(output, OBJECT_TYPES):
             raise CodecError(f"outputs[{i}] must be a JSON object")
         name = _string(output.get("name"), f"outputs[{i}].name")
-        if name not in OUTPUT_NAMES:
-            raise CodecError(f"unknown output {name!r}; the model's outputs are {', '.join(OUTPUT_NAMES)}")
+        if name not in REQUESTABLE:
+            raise CodecError(f"unknown output {name!r}; the model's outputs are {', '.join(REQUESTABLE)}")
         if name in chosen:
             raise CodecError(f"output {name!r} is requested twice")
         flag = _bool(
@@ -475,6 +488,20 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> tuple[RequestedOut
     return tuple(chosen.values())
 
 
+def _with_explanation(
+    outputs: tuple[RequestedOutput, ...], explain: bool | None, binary_default: bool
+) -> tuple[tuple[RequestedOutput, ...], bool]:
+    """(the outputs, whether any is the explanation's): ``parameters.explain`` true adds the
+    explanation outputs not named in ``outputs``; false refuses a request that names one."""
+    named = [output.name for output in outputs if output.name in EXPLANATION_NAMES]
+    if explain is False and named:
+        raise CodecError(f"output {named[0]!r} is requested but parameters.explain is false")
+    if not explain:
+        return outputs, bool(named)
+    added = tuple(RequestedOutput(name, binary_default) for name in EXPLANATION_NAMES if name not in named)
+    return outputs + added, True
+
+
 # -- the response -----------------------------------------------------------------------
 
 
@@ -483,18 +510,25 @@ def output_columns(
     outputs: np.ndarray,
     bounds: dict[str, np.ndarray] | None,
     extrapolated: np.ndarray | None,
-) -> Iterator[tuple[RequestedOutput, str, np.ndarray]]:
-    """(output, datatype, contiguous little-endian column) of each requested output, in order."""
+    explanation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Iterator[tuple[RequestedOutput, str, list[int], np.ndarray]]:
+    """(output, datatype, shape, contiguous little-endian elements) of each requested output,
+    in order: a column of N, or the explanation's [N, targets, features] and [targets], their
+    elements flattened row-major (as the protocol sends tensors)."""
     columns = {**dict(zip(TARGET_NAMES, outputs.T, strict=True)), **(bounds or {})}
     if extrapolated is not None:
         columns[EXTRAPOLATED] = extrapolated
     for output in request.outputs:
         datatype = OUTPUT_DATATYPES[output.name]
-        yield (
-            output,
-            datatype,
-            np.ascontiguousarray(columns[output.name], np.bool_ if datatype == "BOOL" else "<f4"),
-        )
+        if output.name in EXPLANATION_NAMES:
+            if explanation is None:
+                raise ValueError(f"output {output.name!r} is requested but no explanation was given")
+            contributions, base_values = explanation
+            tensor = np.ascontiguousarray(base_values if output.name == BASE_VALUES else contributions, "<f4")
+            yield output, datatype, list(tensor.shape), tensor.reshape(-1)
+            continue
+        column = np.ascontiguousarray(columns[output.name], np.bool_ if datatype == "BOOL" else "<f4")
+        yield output, datatype, [len(column)], column
 
 
 def encode_response(
@@ -504,16 +538,20 @@ def encode_response(
     model_version: str,
     bounds: dict[str, np.ndarray] | None = None,
     extrapolated: np.ndarray | None = None,
+    explanation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """(body, headers) for the model's n×2 outputs, the requested interval ``bounds`` and
-    ``extrapolated`` flags: JSON, or JSON + binary when asked for (BOOL: one byte each).
+    """(body, headers) for the model's n×2 outputs, the requested interval ``bounds``,
+    ``extrapolated`` flags and ``explanation``: JSON, or JSON + binary when asked for (BOOL:
+    one byte each; tensors of more than one dimension flattened row-major, as the protocol says).
 
     orjson writes float32 arrays in their shortest exact form straight from numpy.
     """
     tensors: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for output, datatype, column in output_columns(request, outputs, bounds, extrapolated):
-        tensor: dict[str, Any] = {"name": output.name, "datatype": datatype, "shape": [len(column)]}
+    for output, datatype, shape, column in output_columns(
+        request, outputs, bounds, extrapolated, explanation
+    ):
+        tensor: dict[str, Any] = {"name": output.name, "datatype": datatype, "shape": shape}
         if output.binary:
             tensor["parameters"] = {"binary_data_size": column.nbytes}
             blobs.append(column.tobytes())

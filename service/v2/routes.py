@@ -112,8 +112,9 @@ class V2Routes:
                 decoded.rows, ENDPOINT, decoded.interval, version=params.get("version")
             )
             flags = prediction.extrapolated if decoded.wants_flags else None
+            explanation = prediction.explanation() if decoded.explain else None
             body_out, headers = codec.encode_response(
-                decoded, prediction.outputs, name, prediction.version, prediction.bounds, flags
+                decoded, prediction.outputs, name, prediction.version, prediction.bounds, flags, explanation
             )
             return Response(body_out, headers={**headers, MODEL_VERSION_HEADER: prediction.version})
 

@@ -15,10 +15,18 @@ from contract import FEATURES, TARGETS
 
 FeatureName = Literal["temperature", "rainfall", "humidity"]
 OutputName = Literal[
-    "apples", "oranges", "apples_lower", "apples_upper", "oranges_lower", "oranges_upper", "extrapolated"
+    "apples",
+    "oranges",
+    "apples_lower",
+    "apples_upper",
+    "oranges_lower",
+    "oranges_upper",
+    "extrapolated",
+    "contributions",
+    "base_values",
 ]
-"""The predictions and, asked for by name, the bounds of their prediction intervals and the
-flag for rows with inputs outside the training range."""
+"""The predictions and, asked for by name, the bounds of their prediction intervals, the
+flag for rows with inputs outside the training range and the predictions' explanation."""
 Datatype = Literal["FP32", "FP64", "INT32", "INT64"]
 
 EXAMPLE_REQUEST: dict[str, Any] = {
@@ -115,7 +123,10 @@ class RequestOutput(BaseModel):
     name: OutputName = Field(
         description=f"Target: {_TARGET_LIST}; or a bound of its prediction interval, "
         "<target>_lower or <target>_upper (t/ha, at parameters.interval); or extrapolated "
-        "(BOOL per row: an input lies outside the training range)"
+        "(BOOL per row: an input lies outside the training range); or the explanation "
+        "(as parameters.explain): contributions, FP32 [N, 2, 3], each feature's contribution to "
+        "each target's prediction (t/ha; targets apples, oranges; features temperature, rainfall, "
+        "humidity), and base_values, FP32 [2], each target's prediction at the training means"
     )
     parameters: OutputParameters | None = None
 
@@ -130,6 +141,14 @@ class RequestParameters(BaseModel):
         le=0.999,
         description="Confidence level of the requested interval bounds (default 0.95)",
         json_schema_extra={"example": 0.9},
+    )
+    explain: bool | None = Field(
+        None,
+        description="true: also return the outputs contributions [N, 2, 3] and base_values [2], the "
+        "exact Shapley values of the linear model (base_values + contributions summed over the "
+        "features = the predictions); a model trained before the training means were recorded "
+        "refuses with 400",
+        json_schema_extra={"example": True},
     )
 
 
@@ -153,14 +172,16 @@ class OutputTensorParameters(BaseModel):
 
 
 class ResponseOutput(BaseModel):
-    """One output tensor: all rows of one target (or of a bound of its interval) in t/ha, or
-    the rows' extrapolation flags."""
+    """One output tensor: all rows of one target (or of a bound of its interval) in t/ha, the
+    rows' extrapolation flags, or the rows' explanation."""
 
     name: OutputName
     datatype: Literal["FP32", "BOOL"] = Field(description="FP32; BOOL for extrapolated")
-    shape: list[int] = Field(description="[N]")
+    shape: list[int] = Field(description="[N]; [N, 2, 3] for contributions, [2] for base_values")
     data: list[float] | list[bool] | None = Field(
-        None, description="Predicted yields in t/ha, or flags (absent when binary)"
+        None,
+        description="Predicted yields in t/ha, or flags (absent when binary); a tensor of more than "
+        "one dimension flattened row-major",
     )
     parameters: OutputTensorParameters | None = None
 

@@ -41,6 +41,7 @@ HUMID = {"temperature": 80.0, "rainfall": 90.0, "humidity": 95.0}  # trained on 
 GRPC_ROWS = np.array([list(IN_RANGE.values()), list(HUMID.values())], dtype=np.float32)
 NEGATIVE_RAIN = np.array([[80.0, -1.0, 50.0]], dtype=np.float32)  # INVALID_ARGUMENT
 CANARY = "canary"
+FEEDBACK = {"inputs": [IN_RANGE, HUMID], "actuals": [{"apples": 70.0, "oranges": 85.0}] * 2}
 
 
 def quick_alerts(rules: dict[str, Any]) -> dict[str, Any]:
@@ -149,6 +150,7 @@ def traffic(scraped: Server, prometheus: str, grpc_port: int) -> None:
         while time.monotonic() < deadline:
             assert client.post("/predict", json={"inputs": [IN_RANGE, HUMID]}).status_code == 200
             assert client.post("/predict_columns", json={k: [v] for k, v in HUMID.items()}).status_code == 200
+            assert client.post("/feedback", json=FEEDBACK).status_code == 200  # ground truth
             assert len(infer(infer_request(GRPC_ROWS), timeout=10).outputs) == 2
             with pytest.raises(grpc.RpcError) as refused:
                 infer(infer_request(NEGATIVE_RAIN), timeout=10)
@@ -183,6 +185,15 @@ def traffic(scraped: Server, prometheus: str, grpc_port: int) -> None:
         'crop_yield_grpc_request_duration_seconds_bucket{method="ModelInfer", version!=""}',
         'crop_yield_input_humidity_bucket{version!=""}',
         'crop_yield_rows_outside_training_range_total{version!=""}',
+        # ground truth (the default version's), and every version's training RMSE
+        'crop_yield_feedback_rows_total{target="apples", version!=""} > 0',
+        'crop_yield_feedback_inside_interval_total{level="0.95"}',
+        f'crop_yield_model_training_rmse{{target="oranges", version="{CANARY}"}} > 0',
+        # drift: the rows per reference bin, and the reference shares
+        'crop_yield_input_bin_rows_total{feature="humidity", version!=""} > 0',
+        'crop_yield_output_bin_rows_total{target="apples", version!=""} > 0',
+        'crop_yield_input_reference_ratio{feature="humidity", version!=""}',
+        'crop_yield_output_reference_ratio{target="oranges", version!=""}',
     ],
 )
 def test_metrics_arrive(prometheus: str, metric: str) -> None:
@@ -221,6 +232,13 @@ def test_recording_rules_produce_values(prometheus: str, stable: str) -> None:
         errors = query(prometheus, name)
         assert {s["metric"]["version"] for s in errors} == {stable, CANARY}, name
         assert all(float(s["value"][1]) == 0 for s in errors), name
+    # most rows have humidity above anything in training (the reference's upper tail: share 0)
+    psi = {
+        s["metric"]["version"]: float(s["value"][1])
+        for s in query(prometheus, 'crop_yield:input_psi:1h{feature="humidity"}')
+    }
+    assert set(psi) == {stable, CANARY}
+    assert min(psi.values()) > 0.25, psi
     (recorded,) = query(prometheus, "crop_yield:stable_version:replicas")
     assert recorded["metric"] == {
         "__name__": "crop_yield:stable_version:replicas",
@@ -329,7 +347,8 @@ def test_dashboard_queries(prometheus: str, title: str, expr: str) -> None:
 
 def test_prometheus_saw_no_rule_errors(prometheus: str) -> None:
     groups = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
-    assert {g["name"] for g in groups} == {"crop-yield.recording", "crop-yield.alerts"}
+    rules = yaml.safe_load((MONITORING / "rules.yml").read_text())
+    assert {g["name"] for g in groups} == {g["name"] for g in rules["groups"]}
     for group in groups:
         for rule in group["rules"]:
             assert rule["health"] != "err", rule

@@ -26,7 +26,13 @@ from tests.integration.service.test_api import as_inputs, random_rows, stored_we
 pytestmark = pytest.mark.integration
 
 DOCUMENT_URI = "urn:crop-yield:docs.json"
-TAGS = {"Prediction", "Open Inference Protocol (V2)", "Model information", "Health and metrics"}
+TAGS = {
+    "Prediction",
+    "Open Inference Protocol (V2)",
+    "Model information",
+    "Ground truth",
+    "Health and metrics",
+}
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +96,7 @@ def test_the_frame_describes_this_service(document: dict[str, Any], server: Serv
         assert operation["summary"], (method, path)
     schemas = document["components"]["schemas"]
     assert {"PredictRequest", "PredictResponse", "ColumnsRequest", "ColumnsResponse"} <= set(schemas)
+    assert {"FeedbackRequest", "FeedbackResponse", "ObservedYields", "FeedbackRow"} <= set(schemas)
 
 
 def test_every_example_is_valid_against_its_schema(document: dict[str, Any]) -> None:
@@ -121,7 +128,7 @@ def test_every_request_example_is_accepted(document: dict[str, Any], server: Ser
         response = httpx.request(method, server.url + path.format(**values), json=example)
         assert response.is_success, (path, response.status_code, response.text)
         sent.append(path)
-    assert {"/predict", "/predict_columns", "/v2/models/{model_name}/infer"} <= set(sent)
+    assert {"/predict", "/predict_columns", "/feedback", "/v2/models/{model_name}/infer"} <= set(sent)
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +177,16 @@ def test_generated_client_calls_the_service(generated_client: Any, server: Serve
         assert meta.service_version == __version__
         assert [f.name for f in meta.features] == ["temperature", "rainfall", "humidity"]
         assert meta.features[2].valid_max == 100
+
+        feedback = importlib.import_module(f"{api.__name__}.ground_truth.feedback")
+        region = [models.CropConditions(temperature=73.0, rainfall=67.0, humidity=43.0)]
+        (own,) = predict.sync(client=client, body=models.PredictRequest(inputs=region)).predictions
+        observed = models.FeedbackRequest(
+            inputs=region, actuals=[models.ObservedYields(apples=own.apples, oranges=own.oranges + 1)]
+        )
+        scored = feedback.sync(client=client, body=observed)
+        assert isinstance(scored, models.FeedbackResponse)
+        assert (scored.model, scored.rows) == (server.tag, 1)
+        errors = (scored.errors[0].apples, scored.errors[0].oranges, scored.summary.oranges.bias)
+        assert errors == pytest.approx((0.0, 1.0, 1.0), abs=1e-4)  # the answer's float32 rounding
+        assert scored.errors[0].inside_95.apples is True

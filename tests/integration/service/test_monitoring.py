@@ -199,3 +199,80 @@ def test_a_killed_workers_requests_in_progress_stop_counting(
         assert in_progress(running.url) == 0
         stop_service(running.process)
     assert not list(files.glob("gauge_live*")), "a worker stopped gracefully drops its live gauges"
+
+
+def bin_counts(text: str, kind: str, label: str, column: str) -> dict[int, float]:
+    """The drift counters of one column on /metrics: {bin: rows}, over every served version."""
+    prefix = f'crop_yield_{kind}_bin_rows_total{{bin="'
+    counts: dict[int, float] = {}
+    for line in text.splitlines():
+        if line.startswith(prefix) and f'{label}="{column}"' in line:
+            bin_ = int(line[len(prefix) :].split('"', 1)[0])
+            counts[bin_] = counts.get(bin_, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_served_rows_fall_in_the_reference_bins_the_offline_twin_uses(server: Server, tmp_path: Path) -> None:
+    """Every bin of every column is on /metrics; rows served through a bulk call (observed
+    after its answer) and single-row calls land in the bins ``python -m training.drift``
+    puts them in, and the PSI of the counted rows is the offline twin's PSI of the file."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from contract import FEATURE_NAMES, drift
+    from contract.metadata import read_metadata
+    from tests.helpers import REPO_ROOT
+
+    name, version = server.tag.split(":")
+    entry = yaml.safe_load((server.home / "models" / name / version / "model.yaml").read_text())
+    reference = read_metadata(entry["metadata"], server.tag).reference
+    assert reference is not None
+    before = httpx.get(f"{server.url}/metrics").text
+    for feature, column in reference.features.items():
+        assert set(bin_counts(before, "input", "feature", feature)) == set(range(len(column.shares)))
+
+    rng = np.random.default_rng(11)
+    # whole numbers (exact in float32 and in the CSV), some beyond the training range
+    rows = np.round(rng.uniform([60, 30, 30], [110, 150, 80], size=(12_000, 3)))
+    columns = {name: rows[:, j].tolist() for j, name in enumerate(FEATURE_NAMES)}
+    assert httpx.post(f"{server.url}/predict_columns", json=columns, timeout=30).status_code == 200
+    for row in as_inputs(rows[:5]):  # the few-rows path too
+        assert httpx.post(f"{server.url}/predict", json={"inputs": [row]}).status_code == 200
+    served = np.vstack([rows, rows[:5]])
+
+    def counted(text: str) -> bool:
+        gained = sum(bin_counts(text, "input", "feature", "humidity").values())
+        return gained - sum(bin_counts(before, "input", "feature", "humidity").values()) >= len(served)
+
+    after = wait_for_metrics(server, counted)
+    csv = tmp_path / "served.csv"
+    csv.write_text(",".join(FEATURE_NAMES) + "\n" + "\n".join(",".join(f"{v:g}" for v in r) for r in served))
+    offline = subprocess.run(
+        [sys.executable, "-m", "training.drift", str(csv), "--against", server.tag, "--json"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "BENTOML_HOME": str(server.home)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    psi_offline = {c["name"]: c["psi"] for c in json.loads(offline.stdout)["columns"]}
+    for j, (feature, column) in enumerate(reference.features.items()):
+        b, a = bin_counts(before, "input", "feature", feature), bin_counts(after, "input", "feature", feature)
+        live = np.array([a[i] - b[i] for i in range(len(column.shares))])
+        np.testing.assert_array_equal(
+            live, drift.bin_counts(served[:, j], np.array(column.edges)), err_msg=feature
+        )
+        assert drift.psi(drift.shares(live), np.array(column.shares)) == pytest.approx(
+            psi_offline[feature], abs=1e-12
+        )
+    for target, column in reference.targets.items():
+        b, a = bin_counts(before, "output", "target", target), bin_counts(after, "output", "target", target)
+        live = np.array([a[i] - b[i] for i in range(len(column.shares))])
+        assert live.sum() == len(served)
+        # float32 predictions against the offline float64 ones: a row may cross an edge
+        assert drift.psi(drift.shares(live), np.array(column.shares)) == pytest.approx(
+            psi_offline[target], abs=0.01
+        )

@@ -33,7 +33,13 @@ def api_schema(server: Server) -> schemathesis.BaseSchema:
 
 V2_MODEL = "/v2/models/{model_name}"
 V2_VERSION = f"{V2_MODEL}/versions/{{version}}"
-POST = ["POST /predict", "POST /predict_columns", f"POST {V2_MODEL}/infer", f"POST {V2_VERSION}/infer"]
+POST = [
+    "POST /predict",
+    "POST /predict_columns",
+    "POST /feedback",
+    f"POST {V2_MODEL}/infer",
+    f"POST {V2_VERSION}/infer",
+]
 GET = ["GET /metadata", "GET /readyz", "GET /livez", "GET /healthz", "GET /metrics"]
 V2_GET = [
     "GET /v2",
@@ -59,9 +65,10 @@ def test_operation(
     operation = api_schema.find_operation_by_label(label)
     assert operation is not None, f"{label} missing from /docs.json"
     excluded = []
-    if operation.path == "/predict_columns" or operation.path.endswith("/infer"):
-        # JSON Schema cannot say "the three columns (tensors) are equally long" or "one
-        # tensor per feature", so some schema-valid bodies are rightly refused with 400.
+    if operation.path in ("/predict_columns", "/feedback") or operation.path.endswith("/infer"):
+        # JSON Schema cannot say "the three columns (tensors) are equally long", "one
+        # tensor per feature" or "one actual per input row", so some schema-valid bodies
+        # are rightly refused with 400.
         excluded.append(positive_data_acceptance)
 
     @given(case=operation.as_strategy(generation_mode=mode))

@@ -9,6 +9,7 @@ import inspect
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import bentoml
 import numpy as np
@@ -119,3 +120,31 @@ def test_the_api_input_model_is_the_model_bentoml_validates_with() -> None:
         model.model_validate_json(b'{"inputs": [{"temperature": 1}]}')
     assert {e["loc"][-1] for e in raised.value.errors()} == {"rainfall", "humidity"}
     assert raised.value.title == "PredictRequestIODescriptor"  # the title BentoML's 400 names
+
+
+def test_bentomls_tracing_middleware_is_left_off_the_stack() -> None:
+    """BentoML's app factory still adds its OpenTelemetry middleware where the filter looks for
+    it, and the filtered list keeps every other middleware in order."""
+    import inspect
+
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from starlette.middleware import Middleware
+
+    from service.bentoml_internals import drop_bentoml_tracing_middleware
+
+    original = ServiceAppFactory.middlewares
+    assert "OpenTelemetryMiddleware" in inspect.getsource(original.fget), "BentoML moved it: drop the filter"
+
+    class Other:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+    stack = [Middleware(Other), Middleware(OpenTelemetryMiddleware), Middleware(Other)]
+    try:
+        ServiceAppFactory.middlewares = property(lambda self: stack)  # type: ignore[method-assign,assignment]
+        drop_bentoml_tracing_middleware()
+        drop_bentoml_tracing_middleware()  # idempotent
+        assert [m.cls for m in ServiceAppFactory.middlewares.fget(None)] == [Other, Other]  # type: ignore[attr-defined]
+    finally:
+        ServiceAppFactory.middlewares = original  # type: ignore[method-assign]

@@ -29,9 +29,11 @@ from service.http import paths
 from service.http.hot_paths import HotPaths
 from service.inference.dataplane import Prediction
 from service.inference.errors import DataPlaneError, NotReadyError, OverloadedError
+from service.inference.explain import Explainer
 from service.inference.intervals import BOUND_NAMES
 from service.inference.training_range import TrainingBox
 from service.rest.asgi import JsonRoute, json_api
+from service.rest.schemas import PredictResponse
 from service.v2.routes import V2App
 
 ROW = {"temperature": 73.0, "rainfall": 67.0, "humidity": 43.0}
@@ -47,6 +49,8 @@ class StandInPlane:
     refusal: DataPlaneError | None = None
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     model: Any = field(default_factory=lambda: SimpleNamespace(tag="crop_yield:standin"))
+    explainer: Explainer | None = None
+    """What its predictions explain with (None: like a model without training means)."""
 
     async def predict(
         self,
@@ -69,7 +73,7 @@ class StandInPlane:
             }
         )
         box = TrainingBox([(0, 100), (0, 200), (0, 100)])
-        return Prediction(rows, outputs, bounds, interval, box, self.model.tag)
+        return Prediction(rows, outputs, bounds, interval, box, self.model.tag, self.explainer)
 
 
 @pytest.fixture(scope="module")
@@ -153,12 +157,18 @@ async def through_bentoml(wiring: ModuleType, plane: StandInPlane, path: str, bo
     return response.status_code, headers_of(response.raw_headers), bytes(response.body)
 
 
-def both(wiring: ModuleType, path: str, body: Any, refusal: DataPlaneError | None = None) -> list[Any]:
+def both(
+    wiring: ModuleType,
+    path: str,
+    body: Any,
+    refusal: DataPlaneError | None = None,
+    explainer: Explainer | None = None,
+) -> list[Any]:
     """The route app's and BentoML's answers, each with the calls its plane received."""
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
     answers = []
     for call in (through_route_app, through_bentoml):
-        plane = StandInPlane(refusal)
+        plane = StandInPlane(refusal, explainer=explainer)
         answers.append((asyncio.run(call(wiring, plane, path, raw)), plane.calls))
     return answers
 
@@ -184,6 +194,39 @@ def test_the_bentoml_api_bodies_answer_as_the_hot_routes(wiring: ModuleType, pat
     assert ("interval" in document) is ("interval" in body)
 
 
+EXPLAINER = Explainer(
+    np.array([[1 / 3, 1.0, 0.0], [0.0, 0.0, 1.5]]), np.zeros(2), np.array([80.0, 90.0, 50.0])
+)
+"""Explains the stand-in's linear map exactly."""
+
+
+def test_explanations_are_answered_alike(wiring: ModuleType) -> None:
+    body = {"inputs": [ROW, OUTSIDE], "explain": True}
+    (route_answer, _), (bentoml_answer, _) = both(wiring, "/predict", body, explainer=EXPLAINER)
+    assert route_answer[0] == 200
+    assert bentoml_answer == route_answer
+    response = PredictResponse.model_validate_json(route_answer[2])
+    assert response.base_values is not None
+    for prediction in response.predictions:
+        assert prediction.contributions is not None
+        for target in ("apples", "oranges"):
+            parts = getattr(prediction.contributions, target).model_dump().values()
+            base = getattr(response.base_values, target)
+            assert base + sum(parts) == pytest.approx(getattr(prediction, target), rel=1e-5)
+    unexplained = both(wiring, "/predict", {"inputs": [ROW], "explain": False}, explainer=EXPLAINER)
+    assert unexplained[0][0] == unexplained[1][0] == both(wiring, "/predict", {"inputs": [ROW]})[0][0]
+
+
+def test_a_model_without_training_means_refuses_explain_alike(wiring: ModuleType) -> None:
+    (route_answer, _), (bentoml_answer, _) = both(wiring, "/predict", {"inputs": [ROW], "explain": True})
+    assert route_answer[0] == 400
+    assert bentoml_answer == route_answer
+    detail = orjson.loads(route_answer[2])["detail"]
+    assert detail[0]["loc"] == ["explain"]
+    assert "no training means recorded" in detail[0]["msg"]
+    assert (b"x-model-version", b"standin") in route_answer[1]
+
+
 @pytest.mark.parametrize("refusal", [OverloadedError("busy"), NotReadyError("loading")])
 @pytest.mark.parametrize("path", ["/predict", "/predict_columns"])
 def test_refusals_are_answered_alike(wiring: ModuleType, path: str, refusal: DataPlaneError) -> None:
@@ -203,6 +246,8 @@ REJECTED = [
     ("/predict", {"inputs": [{**ROW, "rainfall": "67"}]}),
     ("/predict", {"inputs": [ROW], "interval": 1.5}),
     ("/predict", {"inputs": [ROW], "extra": 1}),
+    ("/predict", {"inputs": [ROW], "explain": "yes"}),
+    ("/predict", {"inputs": [ROW], "explain": 1}),
     ("/predict_columns", {"temperature": [73.0], "rainfall": [67.0]}),
     ("/predict_columns", {"temperature": [73.0, 74.0], "rainfall": [67.0], "humidity": [43.0]}),
     ("/predict_columns", {**{name: [ROW[name]] for name in ROW}, "humidity": [400.0]}),

@@ -38,6 +38,18 @@ at the box's lowest corner, 0.4·68 + 0.9·43 + 0.6·36 + 1 = 88.5, highest at i
 -0.2·68 + 0.8·135 + 1.1·71 - 2 = 170.5."""
 
 
+def linear_model(tag: str, metadata: ModelMetadata) -> LinearModel:
+    """WEIGHT and BIAS on the CPU, with ``metadata``."""
+    return LinearModel(
+        tag=tag,
+        weight=torch.tensor(WEIGHT, dtype=torch.float32),
+        bias=torch.tensor(BIAS, dtype=torch.float32),
+        device=torch.device("cpu"),
+        metadata=metadata,
+        created_at="",
+    )
+
+
 @pytest.fixture(scope="module")
 def seed_004_metadata() -> ModelMetadata:
     return train(TrainOptions(save=False)).metadata  # seed 004's data: FEATURES are its ranges
@@ -145,14 +157,7 @@ def test_stopping_the_data_plane_flushes_the_rows_of_the_last_second(
 
     monkeypatch.setattr(monitoring, "PrometheusSink", Sink)
     monkeypatch.setattr(monitoring, "FLUSH_EVERY_S", 3600.0)
-    model = LinearModel(
-        tag="crop_yield:flush",
-        weight=torch.tensor(WEIGHT, dtype=torch.float32),
-        bias=torch.tensor(BIAS, dtype=torch.float32),
-        device=torch.device("cpu"),
-        metadata=seed_004_metadata,
-        created_at="",
-    )
+    model = linear_model("crop_yield:flush", seed_004_metadata)
     plane = DataPlane(Settings(monitoring=True, batching=True))
     plane.load(model)
     cold = np.array([[40.0, 90.0, 50.0], [50.0, 90.0, 50.0]], dtype=np.float32)  # below 68 °F
@@ -180,3 +185,25 @@ def test_stopping_the_data_plane_flushes_the_rows_of_the_last_second(
     assert value("crop_yield_prediction_apples_sum") == pytest.approx(apples, rel=1e-6)
     plane.stop()  # a second stop adds nothing
     assert value("crop_yield_input_temperature_count") == 3
+
+
+def test_a_bulk_call_is_observed_after_its_answer_and_a_small_one_before(
+    seed_004_metadata: ModelMetadata,
+) -> None:
+    """Monitoring of a call of DEFER_ROWS rows or more waits for the loop's next turn (the
+    handler writes the answer first); smaller calls are counted before they return."""
+    model = linear_model("crop_yield:defer", seed_004_metadata)
+    plane = DataPlane(Settings(monitoring=True, batching=False))
+    plane.load(model)
+    monitor = plane.served.default.monitor
+    bulk = np.full((monitoring.DEFER_ROWS, 3), 80.0, dtype=np.float32)
+
+    async def scenario() -> tuple[int, int, int]:
+        await plane.predict(bulk[:5], "predict")
+        small = int(monitor._state.bucket_counts[0].sum())
+        await plane.predict(bulk, "predict_columns", batch=False)
+        before = int(monitor._state.bucket_counts[0].sum())
+        await asyncio.sleep(0)
+        return small, before, int(monitor._state.bucket_counts[0].sum())
+
+    assert asyncio.run(scenario()) == (5, 5, 5 + monitoring.DEFER_ROWS)
