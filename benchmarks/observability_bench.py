@@ -13,7 +13,9 @@ Servers, one worker each, rounds alternating so that machine drift hits each ali
     own process) and spans exported over OTLP to the same sink at the default 1% ratio;
 (d) as (c) with payload logging at 100%.
 
-Each round: wrk -t1 single-row ``POST /predict`` and six 100,000-row V2 binary-tensor
+Each round: wrk -t1 single-row ``POST /predict`` (req/s, and the worker's own CPU time per
+call: on a 2-core machine wrk, the worker and the sink share the cores, so a busy sink takes
+throughput from the worker without costing it anything) and six 100,000-row V2 binary-tensor
 requests (rows/s of the median of the last five). Targets: (c) >= 0.95x (a) single-row and
 >= 0.9x (a) for 100k-row V2 binary. Then a dead sink: (e) payload logging at 100% to a port
 nobody listens on, under wrk for ``--dead-seconds``, the worker's resident memory sampled
@@ -34,6 +36,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from benchmarks.service_bench import ROOT, SINGLE, V2_INFER, bulk_bodies, bulk_rows_per_s, run_wrk, wrk_script
 from devtools.served import free_port, launch, serving_home, stop, wait_ready, worker_rss_mb
@@ -70,6 +73,17 @@ def serve(
     url = f"http://127.0.0.1:{port}"
     wait_ready(process, url, log)
     return process, url
+
+
+def worker_of(process: subprocess.Popen[bytes]) -> psutil.Process:
+    """The server's worker: its process with the most memory (it holds the model)."""
+    parent = psutil.Process(process.pid)
+    return max([parent, *parent.children(recursive=True)], key=lambda p: p.memory_info().rss)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def payload_outcomes(url: str) -> dict[str, float]:
@@ -118,13 +132,21 @@ def main() -> None:
         )
         script = wrk_script(tmp / "single.lua", {"inputs": SINGLE["inputs"]})
         _, binary, headers = bulk_bodies()["v2_binary"]
+        workers = {name: worker_of(process) for name, (process, _) in servers.items()}
+        cpu_us: dict[str, list[float]] = {name: [] for name in servers}
         single: dict[str, list[float]] = {name: [] for name in servers}
         p99: dict[str, list[float]] = {name: [] for name in servers}
         bulk: dict[str, list[float]] = {name: [] for name in servers}
         failed: dict[str, int] = dict.fromkeys(servers, 0)
         for _ in range(args.rounds):
             for name, (_, url) in servers.items():
+                before_cpu = cpu_seconds(workers[name])
                 result = run_wrk(url, script, args.connections, args.duration)
+                # the worker's own CPU per call: what a feature costs it, whatever else (wrk,
+                # the sink) takes the machine's two cores from it
+                cpu_us[name].append(
+                    (cpu_seconds(workers[name]) - before_cpu) / (result.rps * (args.duration + 3)) * 1e6
+                )
                 single[name].append(result.rps)
                 p99[name].append(result.p99_ms)
                 failed[name] += result.non_2xx + result.errors
@@ -143,6 +165,7 @@ def main() -> None:
             dead_rss.append(worker_rss_mb(dead[0]))
             default_rates.append(run_wrk(servers[DEFAULT][1], script, args.connections, chunk).rps)
         dead_outcomes = payload_outcomes(dead[1])
+        default_rss = worker_rss_mb(servers[DEFAULT][0])
     finally:
         for process, _ in servers.values():
             stop(process)
@@ -155,14 +178,17 @@ def main() -> None:
     base_single = statistics.median(single[BEFORE])
     base_bulk = statistics.median(bulk[BEFORE])
     print(
-        "| server | single-row req/s (median) | ratio | p99 "
+        "| server | single-row req/s (median) | ratio | worker CPU µs per call | ratio | p99 "
         "| 100k V2 binary rows/s | ratio | non-2xx | worker RSS |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    base_cpu = statistics.median(cpu_us[BEFORE])
     for name in single:
         s, b = statistics.median(single[name]), statistics.median(bulk[name])
+        c = statistics.median(cpu_us[name])
         print(
-            f"| {name} | {s:,.0f} | {s / base_single:.3f} | {statistics.median(p99[name]):.1f} ms "
+            f"| {name} | {s:,.0f} | {s / base_single:.3f} | {c:.0f} | {c / base_cpu:.3f} "
+            f"| {statistics.median(p99[name]):.1f} ms "
             f"| {b:,.0f} | {b / base_bulk:.3f} | {failed[name]} | {rss[name]:.0f} MB |"
         )
     print()
@@ -174,7 +200,7 @@ def main() -> None:
         f"{', '.join(f'{r:,.0f}' for r in default_rates)} "
         f"(ratio {statistics.median(dead_rates) / statistics.median(default_rates):.3f}); worker RSS MB "
         + " → ".join(f"{m:.0f}" for m in dead_rss)
-        + "; events: "
+        + f" ((b) after the same load: {default_rss:.0f} MB); events: "
         + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(dead_outcomes.items()))
     )
 

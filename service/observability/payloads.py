@@ -49,7 +49,7 @@ REQUEST_TYPE: Final = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE: Final = "org.kubeflow.serving.inference.response"
 COMPONENT: Final = "predictor"
 """``ce-component``: KServe's name for the component that predicts."""
-SENDERS_PER_SINK = 16
+SENDERS_PER_SINK = 64
 """Deliveries in flight at once to one sink, per worker: the depth of the pipeline on its one
 kept-alive connection (service.observability.sink_client)."""
 RETRIES = 3

@@ -1,9 +1,10 @@
 """Drift counting: every served row's features and predictions counted into the bins of the
 model's training reference (``contract.drift``'s convention, the metadata's ``reference``).
 
-Prometheus then has, per version, how many live rows fell in each bin and what share of
-the training rows did, so a recording rule computes the population stability index over
-any window with bins that never move (deploy/monitoring/rules.yml). ``Monitor`` calls this
+Prometheus then has, per version, how many live rows fell in each bin (for calls of more
+than ``EXACT_ROWS`` rows, estimated from a systematic sample) and what share of the training
+rows did, so a recording rule computes the population stability index over any window with
+bins that never move (deploy/monitoring/rules.yml). ``Monitor`` calls this
 once per model call, beside its histograms, and its sink moves the counts into
 ``crop_yield_input_bin_rows_total{feature, bin, version}`` and
 ``crop_yield_output_bin_rows_total{target, bin, version}`` once a second.
@@ -21,6 +22,17 @@ import bisect
 import numpy as np
 
 from contract.metadata import Reference
+
+EXACT_ROWS = 10_000
+"""Model calls of up to this many rows (every /predict call, and the merged batches) have
+every row counted. Binning costs some 80 ns a row (a binary search per value, five columns),
+as much as a bulk call's whole answer, so larger calls are counted by a systematic sample:"""
+SAMPLED_ROWS = 4_096
+"""at most this many rows of a larger call, every k-th (k = ceil(rows / SAMPLED_ROWS)), each
+counted k times: the bins' totals estimate the call's rows without bias (their sum is the
+call's rows rounded up to a multiple of k), and PSI, a comparison of shares, is unchanged
+in expectation. Measured on a 100,000-row V2 binary call: binning all rows took the service
+from 11.0M to 6.9M rows/s."""
 
 ReferenceLayout = tuple[tuple[str, str, str, tuple[float, ...]], ...]
 """What the drift series of a version are: (kind, label, column, reference shares) per column."""
@@ -44,13 +56,20 @@ class ReferenceBins:
         self._array = np.zeros((len(columns), self.width), np.int64)
 
     def observe(self, values: np.ndarray) -> None:
-        """Count a (columns, n) float32 array: features, then the model's outputs."""
+        """Count a (columns, n) float32 array: features, then the model's outputs. Above
+        ``EXACT_ROWS`` rows, a systematic sample: every k-th row, counted k times."""
+        weight = 1
+        if values.shape[1] > EXACT_ROWS:
+            weight = -(-values.shape[1] // SAMPLED_ROWS)  # ceil: at most SAMPLED_ROWS rows binned
+            values = values[:, ::weight]
         index = np.empty(values.shape, dtype=np.intp)
         for j, (edges, offset) in enumerate(zip(self._edges, self._offsets, strict=True)):
             index[j] = np.searchsorted(edges, values[j], side="right")
             if offset:
                 index[j] += offset
         counts = np.bincount(index.ravel(), minlength=self._size)
+        if weight > 1:
+            counts *= weight
         self._array += counts.reshape(self._array.shape)
 
     def observe_row(self, values: list[float]) -> None:

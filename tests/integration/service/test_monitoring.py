@@ -236,7 +236,8 @@ def test_served_rows_fall_in_the_reference_bins_the_offline_twin_uses(server: Se
 
     rng = np.random.default_rng(11)
     # whole numbers (exact in float32 and in the CSV), some beyond the training range
-    rows = np.round(rng.uniform([60, 30, 30], [110, 150, 80], size=(12_000, 3)))
+    # 10,000 rows: a bulk call observed after its answer, yet every row counted (EXACT_ROWS)
+    rows = np.round(rng.uniform([60, 30, 30], [110, 150, 80], size=(10_000, 3)))
     columns = {name: rows[:, j].tolist() for j, name in enumerate(FEATURE_NAMES)}
     assert httpx.post(f"{server.url}/predict_columns", json=columns, timeout=30).status_code == 200
     for row in as_inputs(rows[:5]):  # the few-rows path too

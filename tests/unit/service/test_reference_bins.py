@@ -155,3 +155,29 @@ def test_float32_edges_bin_float32_values_as_the_float64_edges_do() -> None:
     values = np.array([59.99, 60.0, 72.99, 73.0, 73.01, 77.29, 77.3, 77.31, 90.0, 90.01], dtype=np.float32)
     served = np.searchsorted(rounded, values, side="right")
     np.testing.assert_array_equal(served, drift.bin_indices(values.astype(np.float64), edges))
+
+
+def test_a_call_above_the_exact_limit_is_counted_by_a_systematic_sample() -> None:
+    from service.observability.reference_bins import EXACT_ROWS, SAMPLED_ROWS
+
+    reference, features = reference_and_rows()
+    bins = ReferenceBins(reference)
+    rng = np.random.default_rng(5)
+    rows = features[rng.integers(0, len(features), 100_000)] + rng.normal(0, 3, (100_000, 3)).astype(
+        np.float32
+    )
+    values = np.vstack([rows.T, predict(rows).T]).astype(np.float32)
+    bins.observe(values[:, :EXACT_ROWS])
+    exact = bins.take()
+    assert exact.sum(axis=1).tolist() == [EXACT_ROWS] * 5  # every row, once
+    bins.observe(values)
+    sampled = bins.take()
+    k = -(-100_000 // SAMPLED_ROWS)
+    assert k == 25
+    assert sampled.sum(axis=1).tolist() == [100_000] * 5  # 4,000 rows counted 25 times each
+    assert not (sampled % k).any()
+    edges = np.array(reference.features["temperature"].edges)
+    truth = drift.shares(drift.bin_counts(rows[:, 0].astype(np.float64), edges))
+    estimate = drift.shares(sampled[0, : len(truth)])
+    np.testing.assert_allclose(estimate, truth, atol=0.02)  # a 4,000-row sample's precision
+    assert drift.psi(estimate, truth) < 0.01
