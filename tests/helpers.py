@@ -28,11 +28,14 @@ def store_snapshot(home: Path) -> dict[str, bytes]:
     return {str(p.relative_to(models)): p.read_bytes() for p in sorted(models.rglob("*")) if p.is_file()}
 
 
-def run_training_cli(args: list[str], home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``python -m training ARGS`` in a subprocess with its own model store."""
+def run_training_cli(
+    args: list[str], home: Path, timeout: float = 120, module: str = "training"
+) -> subprocess.CompletedProcess[str]:
+    """``python -m training ARGS`` (or another ``module``: ``training.drift``) in a subprocess
+    with its own model store."""
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     return subprocess.run(
-        [sys.executable, "-m", "training", *args],
+        [sys.executable, "-m", module, *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

@@ -101,12 +101,15 @@ def observed(
         request_id = request_context.begin(metadata(context, "x-request-id"), route, key)
         trace = None
         if tracer is not None:
-            trace = tracer.begin(
-                metadata(context, "traceparent"),
-                route.lstrip("/"),
-                {"rpc.system": "grpc", "rpc.method": method, "crop_yield.request_id": request_id},
-            )
+            trace = tracer.begin(metadata(context, "traceparent"))
             if trace is not None:
+                if trace.sampled:
+                    attributes = {
+                        "rpc.system": "grpc",
+                        "rpc.method": method,
+                        "crop_yield.request_id": request_id,
+                    }
+                    tracer.open(trace, route.lstrip("/"), attributes)
                 context.set_trailing_metadata((("traceresponse", trace.traceresponse()),))
         started = time.perf_counter()
         code: Any = grpc.StatusCode.UNKNOWN

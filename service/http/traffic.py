@@ -78,16 +78,16 @@ class RequestContext:
         added = [(b"x-request-id", request_id.encode())]
         trace = None
         if self.tracer is not None:
-            trace = self.tracer.begin(
-                header(scope, b"traceparent"),
-                f"{scope['method']} {scope['path']}",
-                {
-                    "http.request.method": scope["method"],
-                    "url.path": scope["path"],
-                    "crop_yield.request_id": request_id,
-                },
-            )
+            trace = self.tracer.begin(header(scope, b"traceparent"))
             if trace is not None:
+                if trace.sampled:
+                    method, path = scope["method"], scope["path"]
+                    attributes = {
+                        "http.request.method": method,
+                        "url.path": path,
+                        "crop_yield.request_id": request_id,
+                    }
+                    self.tracer.open(trace, f"{method} {path}", attributes)
                 added.append((b"traceresponse", trace.traceresponse().encode()))
         started = False
         status = 0

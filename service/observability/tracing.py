@@ -164,9 +164,10 @@ class Tracer:
             self._provider = None
             self._tracer = None
 
-    def begin(self, traceparent: str | None, name: str, attributes: dict[str, Any]) -> Trace | None:
-        """The request's trace context, its server span started when sampled; None when the
-        request is neither traced by its caller nor sampled (the common case: nothing to do)."""
+    def begin(self, traceparent: str | None) -> Trace | None:
+        """The request's trace context, or None when the request is neither traced by its
+        caller nor sampled (the common case: nothing more to do). A sampled one (``sampled``)
+        gets its server span from ``open``, once the caller knows its name."""
         parent = parse(traceparent)
         if parent is None:
             if self._tracer is None:
@@ -177,13 +178,15 @@ class Tracer:
             trace = Trace(trace_id, None, True)
         else:
             trace_id, parent_id, parent_sampled = parent
-            trace = Trace(trace_id, parent_id, self.sampler.sampled(trace_id, parent_sampled))
-        if trace.sampled and self._tracer is not None:
-            trace.span = self._server_span(trace, name, attributes)
-        elif trace.sampled:
-            trace.sampled = False  # no exporter (not started): say so downstream
+            # without an exporter (not started) nothing is recorded here: say so downstream
+            sampled = self._tracer is not None and self.sampler.sampled(trace_id, parent_sampled)
+            trace = Trace(trace_id, parent_id, sampled)
         TRACE.set(trace)
         return trace
+
+    def open(self, trace: Trace, name: str, attributes: dict[str, Any]) -> None:
+        """Start a sampled request's server span (its name and attributes are built only here)."""
+        trace.span = self._server_span(trace, name, attributes)
 
     def _server_span(self, trace: Trace, name: str, attributes: dict[str, Any]) -> Any:
         from opentelemetry import trace as api

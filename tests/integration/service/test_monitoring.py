@@ -217,14 +217,12 @@ def test_served_rows_fall_in_the_reference_bins_the_offline_twin_uses(server: Se
     after its answer) and single-row calls land in the bins ``python -m training.drift``
     puts them in, and the PSI of the counted rows is the offline twin's PSI of the file."""
     import json
-    import subprocess
-    import sys
 
     import yaml
 
     from contract import FEATURE_NAMES, drift
     from contract.metadata import read_metadata
-    from tests.helpers import REPO_ROOT
+    from tests.helpers import run_training_cli
 
     name, version = server.tag.split(":")
     entry = yaml.safe_load((server.home / "models" / name / version / "model.yaml").read_text())
@@ -251,14 +249,10 @@ def test_served_rows_fall_in_the_reference_bins_the_offline_twin_uses(server: Se
     after = wait_for_metrics(server, counted)
     csv = tmp_path / "served.csv"
     csv.write_text(",".join(FEATURE_NAMES) + "\n" + "\n".join(",".join(f"{v:g}" for v in r) for r in served))
-    offline = subprocess.run(
-        [sys.executable, "-m", "training.drift", str(csv), "--against", server.tag, "--json"],
-        cwd=REPO_ROOT,
-        env={**os.environ, "BENTOML_HOME": str(server.home)},
-        capture_output=True,
-        text=True,
-        check=True,
+    offline = run_training_cli(
+        [str(csv), "--against", server.tag, "--json"], server.home, module="training.drift"
     )
+    assert offline.returncode == 0, offline.stderr
     psi_offline = {c["name"]: c["psi"] for c in json.loads(offline.stdout)["columns"]}
     for j, (feature, column) in enumerate(reference.features.items()):
         b, a = bin_counts(before, "input", "feature", feature), bin_counts(after, "input", "feature", feature)

@@ -4,10 +4,8 @@ drift report of the training data (PSI 0), of shifted rows (significant) and its
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def run_drift(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "training.drift", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_training_cli(args, home, timeout=60, module="training.drift")
 
 
 def psi_by_column(result: subprocess.CompletedProcess[str]) -> dict[str, tuple[float, str]]:

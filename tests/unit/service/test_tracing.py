@@ -96,8 +96,10 @@ def recording_tracer(ratio: float) -> tuple[Tracer, InMemorySpanExporter]:
 
 def test_a_sampled_request_gets_a_server_span_and_decode_predict_encode_children() -> None:
     tracer, exporter = recording_tracer(0.0)
-    trace = tracer.begin(f"00-{TRACE_ID}-{PARENT}-01", "POST /predict", {"url.path": "/predict"})
+    trace = tracer.begin(f"00-{TRACE_ID}-{PARENT}-01")
     assert trace is not None
+    assert trace.sampled
+    tracer.open(trace, "POST /predict", {"url.path": "/predict"})
     assert trace.span is not None
     assert tracing.TRACE.get() is trace
     trace.mark("predict_start", 3)
@@ -122,8 +124,9 @@ def test_a_sampled_request_gets_a_server_span_and_decode_predict_encode_children
 
 def test_a_callers_unsampled_flag_is_followed_and_its_context_echoed() -> None:
     tracer, exporter = recording_tracer(1.0)  # would sample every call without a caller's flag
-    trace = tracer.begin(f"00-{TRACE_ID}-{PARENT}-00", "POST /predict", {})
+    trace = tracer.begin(f"00-{TRACE_ID}-{PARENT}-00")
     assert trace is not None
+    assert not trace.sampled
     assert trace.span is None
     assert trace.traceresponse() == f"00-{TRACE_ID}-{PARENT}-00"
     tracer.end(trace, 200, error=False)
@@ -132,10 +135,12 @@ def test_a_callers_unsampled_flag_is_followed_and_its_context_echoed() -> None:
 
 def test_without_a_traceparent_the_ratio_decides_and_the_unsampled_cost_nothing() -> None:
     tracer, exporter = recording_tracer(0.0)
-    assert tracer.begin(None, "POST /predict", {}) is None
+    assert tracer.begin(None) is None
     tracer, exporter = recording_tracer(1.0)
-    trace = tracer.begin(None, "POST /predict", {})
+    trace = tracer.begin(None)
     assert trace is not None
+    assert trace.sampled
+    tracer.open(trace, "POST /predict", {})
     tracer.end(trace, 503, error=True)
     (span,) = exporter.get_finished_spans()  # no model call: no children
     assert span.parent is None
@@ -146,9 +151,10 @@ def test_without_a_traceparent_the_ratio_decides_and_the_unsampled_cost_nothing(
 def test_without_an_exporter_trace_context_still_flows_but_no_span_is_made() -> None:
     tracer = Tracer(Sampler(True, 1.0), "crop_yield", export=False)
     tracer.start()  # nothing to start
-    assert tracer.begin(None, "POST /predict", {}) is None
-    trace = tracer.begin(f"00-{TRACE_ID}-{PARENT}-01", "POST /predict", {})
+    assert tracer.begin(None) is None
+    trace = tracer.begin(f"00-{TRACE_ID}-{PARENT}-01")
     assert trace is not None
+    assert not trace.sampled
     assert trace.span is None
     assert trace.traceresponse() == f"00-{TRACE_ID}-{PARENT}-00"  # not recorded here
 
