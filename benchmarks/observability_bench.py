@@ -14,18 +14,23 @@ Servers, one worker each, rounds alternating so that machine drift hits each ali
 (d) as (c) with payload logging at 100%.
 
 Each round: wrk -t1 single-row ``POST /predict`` (req/s, and the worker's own CPU time per
-call: on a 2-core machine wrk, the worker and the sink share the cores, so a busy sink takes
-throughput from the worker without costing it anything) and six 100,000-row V2 binary-tensor
+call) and six 100,000-row V2 binary-tensor
 requests (rows/s of the median of the last five). Targets: (c) >= 0.95x (a) single-row and
 >= 0.9x (a) for 100k-row V2 binary. Then a dead sink: (e) payload logging at 100% to a port
 nobody listens on, under wrk for ``--dead-seconds``, the worker's resident memory sampled
 every chunk, its rate against (b)'s in the same part, and the events' outcomes.
 Compare ratios: absolute numbers drift.
+
+With two or more CPUs (unless ``--no-pin``) every server runs on the last CPU and wrk, the
+sink and this process on the first: on a 2-core machine unpinned, the three share both
+cores, a busy sink takes throughput from the worker without costing it anything, and
+rounds of the same server differed by a third.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import statistics
@@ -55,7 +60,7 @@ def train(root: Path, store: Path) -> None:
 
 
 def serve(
-    root: Path, store: Path, where: Path, env_extra: dict[str, str]
+    root: Path, store: Path, where: Path, env_extra: dict[str, str], core: int | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
@@ -72,7 +77,18 @@ def serve(
     process = launch([sys.executable, "-m", "service"], env, log, cwd=root)  # root's packages
     url = f"http://127.0.0.1:{port}"
     wait_ready(process, url, log)
+    if core is not None:
+        pin(process, core)
     return process, url
+
+
+def pin(process: subprocess.Popen[bytes], core: int) -> None:
+    """Every thread of the server's processes on ``core`` (threads started later inherit it)."""
+    parent = psutil.Process(process.pid)
+    for member in [parent, *parent.children(recursive=True)]:
+        for thread in member.threads():
+            with contextlib.suppress(ProcessLookupError):  # a thread that has ended since
+                os.sched_setaffinity(thread.id, {core})
 
 
 def worker_of(process: subprocess.Popen[bytes]) -> psutil.Process:
@@ -103,7 +119,12 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per server per round")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--dead-seconds", type=int, default=60)
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="let the servers share every CPU")
     args = parser.parse_args()
+    cores = sorted(os.sched_getaffinity(0))
+    core = cores[-1] if args.pin and len(cores) >= 2 else None
+    if core is not None:  # this process, and what it starts: the sink, wrk
+        os.sched_setaffinity(0, {cores[0]})
     tmp = Path(tempfile.mkdtemp(prefix="observability-bench-"))
     sink_port = free_port()
     sink = launch(
@@ -119,16 +140,17 @@ def main() -> None:
         train(ROOT, tmp / "store")
         time.sleep(1)  # the sink is up by now
         exported = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink_url}
-        servers[BEFORE] = serve(args.before.resolve(), tmp / "before-store", tmp / "a", {})
-        servers[DEFAULT] = serve(ROOT, tmp / "store", tmp / "b", {})
+        servers[BEFORE] = serve(args.before.resolve(), tmp / "before-store", tmp / "a", {}, core)
+        servers[DEFAULT] = serve(ROOT, tmp / "store", tmp / "b", {}, core)
         servers[TEN] = serve(
             ROOT,
             tmp / "store",
             tmp / "c",
             {**exported, "CROP_YIELD_PAYLOAD_LOG_URL": sink_url, "CROP_YIELD_PAYLOAD_LOG_SAMPLE": "0.1"},
+            core,
         )
         servers[ALL] = serve(
-            ROOT, tmp / "store", tmp / "d", {**exported, "CROP_YIELD_PAYLOAD_LOG_URL": sink_url}
+            ROOT, tmp / "store", tmp / "d", {**exported, "CROP_YIELD_PAYLOAD_LOG_URL": sink_url}, core
         )
         script = wrk_script(tmp / "single.lua", {"inputs": SINGLE["inputs"]})
         _, binary, headers = bulk_bodies()["v2_binary"]
@@ -156,7 +178,7 @@ def main() -> None:
         for name in (TEN, ALL):
             stop(servers.pop(name)[0])
         dead_url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
-        dead = serve(ROOT, tmp / "store", tmp / "e", {"CROP_YIELD_PAYLOAD_LOG_URL": dead_url})
+        dead = serve(ROOT, tmp / "store", tmp / "e", {"CROP_YIELD_PAYLOAD_LOG_URL": dead_url}, core)
         servers["(e) dead sink"] = dead
         chunk = 10
         dead_rates, dead_rss, default_rates = [], [worker_rss_mb(dead[0])], []
@@ -171,8 +193,10 @@ def main() -> None:
             stop(process)
         stop(sink)
 
+    where = "unpinned" if core is None else f"servers on CPU {core}, wrk and the sink on CPU {cores[0]}"
     print(
-        f"machine: {os.cpu_count()} CPUs; one worker each; wrk -t1 -c{args.connections} -d{args.duration}s "
+        f"machine: {os.cpu_count()} CPUs ({where}); one worker each; "
+        f"wrk -t1 -c{args.connections} -d{args.duration}s "
         f"after 3 s warm-up, {args.rounds} rounds alternating; 100k-row V2 binary: median of 5\n"
     )
     base_single = statistics.median(single[BEFORE])

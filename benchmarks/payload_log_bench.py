@@ -44,6 +44,7 @@ from service.grpc.payloads import GrpcCall, payload_logged
 from service.http.asgi import read_body
 from service.http.payloads import HttpCall, PayloadLogging
 from service.observability import context
+from service.observability.delivery import WINDOW
 from service.observability.payloads import Identity, PayloadLog
 
 IDENTITY = Identity(source="http://bench:3000/", service_name="crop-yield", endpoint="default")
@@ -186,7 +187,7 @@ def sender(events: int) -> None:
             size = request.ByteSize()
             return GrpcCall(request, size, Context().invocation_metadata(), time.time(), answer, _ok(), None)
 
-        print(f"\nsender: {events:,} calls (two events each) to a sink process, 8 in flight\n")
+        print(f"\nsender: {events:,} calls (two events each) to a sink process, at most {WINDOW} in flight\n")
         print("| calls | events/s | CPU µs per event (this process) |")
         print("|---|---|---|")
         for name, make in (("HTTP /predict", http_call), ("gRPC ModelInfer (V2 JSON)", grpc_call)):

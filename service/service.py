@@ -85,7 +85,7 @@ control = ModelControl(settings, plane, lambda entry, device: _load_entry(entry,
 slots = Slots(math.ceil(settings.max_concurrency / settings.workers))
 # Unlimited until the worker has started and knows its resting memory (_start_runtime).
 memory_budget = MemoryBudget(None, settings.memory_wait)
-# Payload logging (service.observability.payloads): None when off; its senders start per worker.
+# Payload logging (service.observability.payloads): None when off; its deliveries start per worker.
 payload_log = PayloadLog.from_settings(settings)
 # W3C trace context on every request; spans for a sample (service.observability.tracing).
 tracer = Tracer.from_environment(settings.trace_ratio, SERVICE_NAME)

@@ -4,7 +4,9 @@ The project's own rather than grpcio-health-checking's servicer for one reason: 
 that servicer tells Watch streams NOT_SERVING and keeps them open, and grpcio's
 ``server.stop(grace)`` waits for every open call, so one client watching health (gRPC's
 client-side health checking does) held every worker's shutdown for its whole grace period.
-Here a Watch stream ends once it has said NOT_SERVING at shutdown.
+Here a Watch stream ends once it has said NOT_SERVING at shutdown. Its handler
+(``health_handler``) reads requests as the inference service's do: a message that is not
+valid protobuf is INVALID_ARGUMENT (``service.grpc.wire``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from collections.abc import Iterable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service.grpc.layers import well_formed
+from service.grpc.wire import parsing
 
 SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 Status = int
@@ -68,3 +73,16 @@ class Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # grpcio's 
             self.final = True
             self.status = NOT_SERVING
             self._changed.notify_all()
+
+
+def health_handler(health: Health) -> grpc.GenericRpcHandler:
+    """Check and Watch of ``health``, their requests read by ``service.grpc.wire.parsing``."""
+    read = parsing(health_pb2.HealthCheckRequest)
+    write = health_pb2.HealthCheckResponse.SerializeToString
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "Check": grpc.unary_unary_rpc_method_handler(well_formed(health.Check), read, write),
+            "Watch": grpc.unary_stream_rpc_method_handler(well_formed(health.Watch), read, write),
+        },
+    )

@@ -10,6 +10,8 @@ of those cost a fifth of single-row throughput: docs/architecture.md). Outermost
   abandoned calls included: a call its client cancels, or whose client deadline passes,
   is counted CANCELLED or DEADLINE_EXCEEDED, as the client sees it;
 - ``authenticated``: the bearer token, when one is set (UNAUTHENTICATED);
+- ``well_formed``: a message protobuf could not read (``service.grpc.wire``: the
+  deserializer hands it over as ``Malformed``) is INVALID_ARGUMENT, saying what is wrong;
 - ``admitted``: a slot from the worker's slots, shared with HTTP, and for a message of at
   least 1 MiB its memory cost from the worker's budget (``service.inference.admission``).
   The size is the message's length on the wire, handed over by the deserializer
@@ -33,6 +35,7 @@ from typing import Any, NamedTuple
 
 import grpc
 
+from service.grpc.wire import Malformed
 from service.inference.admission import MemoryBudget, Slots
 from service.observability import context as request_context
 from service.observability import metrics
@@ -168,6 +171,19 @@ def authenticated(behaviour: Behaviour, token: str) -> Behaviour:
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)"
             )
+        return await behaviour(request, context)
+
+    return check
+
+
+def well_formed(behaviour: Behaviour) -> Behaviour:
+    """INVALID_ARGUMENT for a request the deserializer could not read (before a slot is taken)."""
+
+    async def check(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        message = request.message if type(request) is Sized else request
+        if type(message) is Malformed:
+            log.info("answered INVALID_ARGUMENT: %s", message.problem)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message.problem)
         return await behaviour(request, context)
 
     return check

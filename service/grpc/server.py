@@ -18,15 +18,15 @@ import asyncio
 import logging
 
 import grpc
-from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
-from service.grpc.health import NOT_SERVING, SERVING, Health
+from service.grpc.health import NOT_SERVING, SERVING, Health, health_handler
 from service.grpc.health import SERVICE_NAME as HEALTH_SERVICE
-from service.grpc.layers import OPEN, admitted, authenticated, observed, sized
+from service.grpc.layers import OPEN, admitted, authenticated, observed, sized, well_formed
 from service.grpc.payloads import payload_logged
+from service.grpc.wire import parsing
 from service.inference.admission import MemoryBudget, Slots
 from service.inference.dataplane import Plane
 from service.observability.payloads import PayloadLog
@@ -59,7 +59,7 @@ def inference_handler(
         request_type = getattr(pb, method.input_type.name)
         response_type = getattr(pb, method.output_type.name)
         behaviour = getattr(servicer, method.name)
-        read = request_type.FromString
+        read = parsing(request_type)
         keep_size = False
         if payloads is not None and method.name in LOGGED:  # predictions: never an open RPC
             behaviour = payload_logged(behaviour, payloads)
@@ -67,8 +67,9 @@ def inference_handler(
         if method.name not in OPEN:
             behaviour = admitted(behaviour, slots, budget, keep_size)
             read = sized(read)
-            if token and method.name not in READABLE:
-                behaviour = authenticated(behaviour, token)
+        behaviour = well_formed(behaviour)
+        if token and method.name not in OPEN | READABLE:
+            behaviour = authenticated(behaviour, token)
         route = f"/{INFERENCE_SERVICE}/{method.name}"
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             observed(behaviour, route, method.name, timeout, sticky_header, tracer),
@@ -109,7 +110,7 @@ class GrpcServer:
         server = grpc.aio.server(options=self.options)
         server.add_generic_rpc_handlers((self.handler,))
         # health checking and reflection stay open (no token, no slot), like the HTTP probes
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        server.add_generic_rpc_handlers((health_handler(self.health),))
         reflection.enable_server_reflection(
             (INFERENCE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
         )

@@ -5,18 +5,19 @@ The front ends (``service.http.payloads`` for HTTP, ``service.grpc.payloads`` fo
 the prediction routes only. For a call that ``PayloadLog.keeps`` (the sampling decision, a
 hash of the request id, so a call's request and response are kept or dropped together)
 they build a ``Call`` holding *references* to what was received and sent (the body bytes,
-the header lists, the protobuf messages) and hand it to ``PayloadLog.record``, which puts
-one or two ``Event`` objects on each sink's bounded queue and returns: no copying, no
-encoding, no I/O on the request's path. Everything else (joining body parts, the V2 JSON of
-gRPC messages, the CloudEvents headers, event ids and times) is done by the sender, on the
-worker's event loop, between calls.
+the header lists, the protobuf messages) and hand it to ``PayloadLog.record``, which offers
+one or two ``Event`` objects to each sink's courier and returns: no copying, no encoding,
+no I/O on the request's path. Everything else (joining body parts, the V2 JSON of gRPC
+messages, the CloudEvents headers, event ids and times) is done when a batch of events is
+written, on the worker's event loop, between calls (``service.observability.delivery``).
 
-Delivery never slows or fails a prediction: a full queue (by events or by bytes, per sink)
-drops the event; each sink has its own queue and senders, so a dead sink drops its own
-events while a healthy one gets all of its own. A delivery attempt has a timeout; 5xx
-answers and connection errors are retried a few times with exponential backoff, other
-answers (4xx) and timeouts are not (a slow sink would only get slower). Outcomes are counted
-in ``crop_yield_payload_events_total{outcome="sent|failed|dropped"}``. At a graceful shutdown
+Delivery never slows or fails a prediction: a full outbox (by events or by bytes, per sink)
+drops the event; each sink has its own outbox and connection, so a dead sink drops its own
+events while a healthy one gets all of its own. 5xx answers and connection errors are
+retried a few times with exponential backoff, other answers (4xx) and timeouts are not (a
+slow sink would only get slower); a sink unreachable four times in a row is down, and its
+events are dropped at once until it answers again. Outcomes are counted in
+``crop_yield_payload_events_total{outcome="sent|failed|dropped"}``. At a graceful shutdown
 what is queued gets ``FLUSH_S`` seconds to go out.
 """
 
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import quote
 
 from service.observability import metrics
-from service.observability.sink_client import Failure, SinkClient
+from service.observability.delivery import DEFAULT_POLICY, WINDOW, Courier, Outbox, RetryPolicy
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -49,18 +50,10 @@ REQUEST_TYPE: Final = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE: Final = "org.kubeflow.serving.inference.response"
 COMPONENT: Final = "predictor"
 """``ce-component``: KServe's name for the component that predicts."""
-SENDERS_PER_SINK = 64
-"""Deliveries in flight at once to one sink, per worker: the depth of the pipeline on its one
-kept-alive connection (service.observability.sink_client)."""
-RETRIES = 3
-BACKOFF_S = 0.1
-"""Waits before the retries of one event: 0.1, 0.2, 0.4 s."""
 FLUSH_S = 2.0
 """Seconds what is still queued at a graceful shutdown gets to be delivered."""
-RENDER_INLINE_BYTES = 1 << 20
-"""Events from this size on are rendered (gRPC messages written as JSON) in a thread."""
-COMPLAIN_EVERY_S = 60.0
-"""A sink that keeps failing is logged at most once a minute (with the count since)."""
+TICK_S = 0.25
+"""How often timeouts are checked and outcomes published to Prometheus."""
 OUTCOMES = ("sent", "failed", "dropped")
 
 Kind = Literal["request", "response"]
@@ -213,95 +206,9 @@ def render(event: Event, identity: Identity) -> tuple[dict[str, str], bytes]:
     return headers, payload.body
 
 
-class EventQueue:
-    """One sink's events waiting or being delivered, bounded by count and by bytes (an
-    event's bytes count until its delivery ends). Each event queued wakes one sender."""
-
-    def __init__(self, max_events: int, max_bytes: int) -> None:
-        self.max_events = max_events
-        self.max_bytes = max_bytes
-        self.nbytes = 0
-        self.in_flight = 0
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
-
-    def __len__(self) -> int:
-        return self._events.qsize()
-
-    @property
-    def pending(self) -> int:
-        """Events not yet delivered: waiting or in flight."""
-        return self._events.qsize() + self.in_flight
-
-    def offer(self, event: Event) -> bool:
-        """Queue ``event``; False (dropped) when that would pass either bound."""
-        if (
-            self._events.qsize() + self.in_flight >= self.max_events
-            or self.nbytes + event.size > self.max_bytes
-        ):
-            return False
-        self._events.put_nowait(event)
-        self.nbytes += event.size
-        return True
-
-    async def take(self) -> Event:
-        event = await self._events.get()
-        self.in_flight += 1
-        return event
-
-    def done(self, event: Event) -> None:
-        self.in_flight -= 1
-        self.nbytes -= event.size
-
-    def waiting(self) -> list[Event]:
-        """The events not taken yet, oldest first."""
-        return list(self._events._queue)  # type: ignore[attr-defined]
-
-    def clear(self) -> int:
-        """Forget the waiting events; how many there were."""
-        left = 0
-        while not self._events.empty():
-            self.nbytes -= self._events.get_nowait().size
-            left += 1
-        return left
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Which failed attempts are tried again, and after how long."""
-
-    retries: int = RETRIES
-    backoff_s: float = BACKOFF_S
-
-    @staticmethod
-    def retryable(answer: int | Failure) -> bool:
-        """5xx and connection errors (refused, reset, a connection that closed) are tried
-        again; other answers are final, and so is a timeout (the sink may have the event, and
-        a slow sink would only get slower)."""
-        return answer == "connection" or (isinstance(answer, int) and answer >= 500)
-
-    def delay(self, retry: int) -> float:
-        """Seconds before retry number ``retry`` (0 for the first)."""
-        return self.backoff_s * float(2**retry)
-
-
-@dataclass
-class Sink:
-    url: str
-    queue: EventQueue
-    failures: int = 0
-    complained_at: float = float("-inf")
-
-    @property
-    def shown(self) -> str:
-        """The URL for log lines, without a password it may carry."""
-        scheme, _, rest = self.url.partition("://")
-        host, slash, path = rest.partition("/")
-        return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
-
-
 class PayloadLog:
-    """The events of the calls ``keeps`` chooses, on each sink's queue; ``start`` starts the
-    senders on the running loop, ``close`` flushes and stops them."""
+    """The events of the calls ``keeps`` chooses, offered to each sink's courier; ``start``
+    starts delivering on the running loop, ``close`` flushes and stops."""
 
     def __init__(
         self,
@@ -312,20 +219,30 @@ class PayloadLog:
         max_events: int = 10_000,
         max_bytes: int = 64 << 20,
         timeout: float = 2.0,
-        policy: RetryPolicy = RetryPolicy(),
-        senders: int = SENDERS_PER_SINK,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        window: int = WINDOW,
     ) -> None:
-        self.sinks = [Sink(url, EventQueue(max_events, max_bytes)) for url in sinks]
         self.identity = identity
         self.requests = mode in ("all", "request")
         self.responses = mode in ("all", "response")
         self.rate = rate
-        self.timeout = timeout
-        self.policy = policy
-        self.senders = senders
+        self.counts = dict.fromkeys(OUTCOMES, 0)
+        """Outcomes not yet published to Prometheus (``publish``)."""
+        self.sinks: list[Courier[Event]] = [
+            Courier(
+                url,
+                self._render,
+                self._prepare,
+                self.counts,
+                Outbox(max_events, max_bytes),
+                timeout,
+                policy,
+                window,
+            )
+            for url in sinks
+        ]
         self._counters: dict[str, Any] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._clients: dict[str, SinkClient] | None = None
+        self._tick: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PayloadLog | None:
@@ -355,99 +272,64 @@ class PayloadLog:
         return self.rate >= 1 or sampled(request_id or "", self.rate)
 
     def record(self, call: Call) -> None:
-        """Queue the call's events on every sink (the hot path: no I/O, no copies)."""
+        """Offer the call's events to every sink (the hot path: no I/O, no copies)."""
         events = []
         if self.requests:
             events.append(Event(call, "request", call.request_size))
         if self.responses:
             events.append(Event(call, "response", call.response_size))
-        dropped = 0
         for sink in self.sinks:
             for event in events:
-                if not sink.queue.offer(event):
-                    dropped += 1
-        if dropped:
-            self._count("dropped", dropped)
+                if not sink.offer(event):
+                    self.counts["dropped"] += 1
 
-    def _count(self, outcome: str, n: int = 1) -> None:
-        counter = self._counters.get(outcome)
-        if counter is None:  # bound on first use: in the worker, once metrics go to files
-            counter = self._counters[outcome] = metrics.payload_events().labels(outcome=outcome)
-        counter.inc(n)
+    def _render(self, event: Event) -> tuple[dict[str, str], bytes]:
+        return render(event, self.identity)
+
+    def _prepare(self, event: Event) -> None:
+        event_id(event, self.identity)
+
+    def publish(self) -> None:
+        """Add the outcomes counted since the last time to ``crop_yield_payload_events_total``."""
+        for outcome, n in self.counts.items():
+            counter = self._counters.get(outcome)
+            if counter is None:  # bound on first use: in the worker, once metrics go to files
+                counter = self._counters[outcome] = metrics.payload_events().labels(outcome=outcome)
+            if n:
+                counter.inc(n)
+                self.counts[outcome] = 0
 
     def start(self) -> None:
-        """The senders, on the running loop (the worker's start-up hook)."""
-        for outcome in OUTCOMES:  # zero samples from the start, so rate() has a first point
-            self._count(outcome, 0)
-        self._clients = {sink.url: SinkClient(sink.url, self.timeout) for sink in self.sinks}
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._send(sink)) for sink in self.sinks for _ in range(self.senders)]
+        """Deliveries, on the running loop (the worker's start-up hook)."""
+        self.publish()  # zero samples from the start, so rate() has a first point
+        for sink in self.sinks:
+            sink.start()
+        self._tick = asyncio.get_running_loop().create_task(self._ticking())
+
+    async def _ticking(self) -> None:
+        """Timeouts checked and counts published, a few times a second: one timer for every
+        event (a per-request ``asyncio.wait_for`` cost more than writing the request)."""
+        every = min(min((s.timeout for s in self.sinks), default=1.0) / 4, TICK_S)
+        while True:
+            await asyncio.sleep(every)
+            for sink in self.sinks:
+                sink.expire()
+            self.publish()
 
     async def close(self, timeout: float = FLUSH_S) -> None:
         """Give what is queued ``timeout`` seconds to go out, then stop; what is left is
         counted as dropped."""
-        if self._clients is None:
+        if self._tick is None:
             return
         deadline = time.monotonic() + timeout
-        while any(sink.queue.pending for sink in self.sinks) and time.monotonic() < deadline:
+        while any(sink.outbox.pending for sink in self.sinks) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        left = sum(sink.queue.clear() for sink in self.sinks)
+        self._tick.cancel()
+        await asyncio.gather(self._tick, return_exceptions=True)
+        self._tick = None
+        left = 0
+        for sink in self.sinks:
+            left += await sink.close()
         if left:
-            self._count("dropped", left)
             log.warning("payload logging: %d events still queued at shutdown were dropped", left)
-        for client in self._clients.values():
-            client.close()
-        self._clients = None
-        self._tasks = []
-
-    async def _send(self, sink: Sink) -> None:
-        while True:
-            event = await sink.queue.take()
-            outcome = "dropped"  # unless delivery ends: cancelled at shutdown
-            try:
-                outcome = await self._deliver(sink, event)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug in rendering must not stop the sender
-                log.exception("payload logging: could not send an event to %s", sink.shown)
-                outcome = "failed"
-            finally:
-                sink.queue.done(event)
-                self._count(outcome)
-
-    async def _deliver(self, sink: Sink, event: Event) -> str:
-        """The outcome, "sent" or "failed", after the retries the policy allows."""
-        assert self._clients is not None
-        client = self._clients[sink.url]
-        event_id(event, self.identity)  # here, on the loop: one id at every sink
-        if event.size < RENDER_INLINE_BYTES:
-            headers, body = render(event, self.identity)
-        else:  # a bulk gRPC call's JSON: in a thread, so that the loop keeps answering calls
-            headers, body = await asyncio.to_thread(render, event, self.identity)
-        retry = 0
-        while True:
-            answer = await client.post(headers, body)
-            if isinstance(answer, int) and 200 <= answer < 300:
-                return "sent"
-            if retry >= self.policy.retries or not self.policy.retryable(answer):
-                self._complain(sink, answer)
-                return "failed"
-            await asyncio.sleep(self.policy.delay(retry))
-            retry += 1
-
-    def _complain(self, sink: Sink, answer: int | Failure) -> None:
-        sink.failures += 1
-        now = time.monotonic()
-        if now - sink.complained_at >= COMPLAIN_EVERY_S:
-            what = f"answered {answer}" if isinstance(answer, int) else f"{answer} error"
-            log.warning(
-                "payload logging: %d events not delivered to %s since the last report (last: %s)",
-                sink.failures,
-                sink.shown,
-                what,
-            )
-            sink.failures = 0
-            sink.complained_at = now
+        self.publish()

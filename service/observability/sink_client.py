@@ -1,18 +1,17 @@
-"""The payload logger's HTTP client: one kept-alive HTTP/1.1 connection per sink, requests
-pipelined on it, answers parsed by httptools.
+"""The payload logger's HTTP/1.1 connection to a sink: requests written in batches on one
+kept-alive connection (pipelined), answers parsed by httptools and matched to their
+requests in order.
 
-A general client (aiohttp) spent about 130 µs of the worker's CPU on each event, 270 µs on a
-busy worker: at 10% sampling a fifth of a single-row call's cost. An event needs much less:
-its head is a few known lines, its answer only a status. Here a POST is its head and body
-queued for the connection's next write (the body is not copied) and one future that the
-parser resolves when the answer is complete; the senders of a sink share the connection, each with one request
-in flight, so the pipeline is as deep as the sink has senders, and the requests of
-``LINGER_S`` leave in one write. Answers come back in order (HTTP/1.1), so the futures
-wait in a FIFO; one timer per client checks the oldest against the timeout.
+A general client (aiohttp) spent about 130 µs of the worker's CPU on each event, 270 µs on
+a busy worker, and a coroutine and a future per event still cost some 90 µs at 10%
+sampling, mostly event-loop turns: a task woken to send, the write's system call, a task
+woken by the answer. Here nothing waits per event: ``Pipeline.write`` writes a batch of
+requests (head and body each, bodies not copied) in one system call, and each answer the
+parser completes calls ``answered(token, status)`` directly, from ``data_received``.
 
-A connection that breaks (closed, reset, an answer the parser refuses) fails every request
-in flight on it with ``"connection"``: the retry policy tries those again on a new one. A
-request that times out breaks its connection too: the answers behind it would be late.
+A connection that breaks (closed, reset, an answer the parser refuses) answers every
+request in flight on it ``"connection"``: the retry policy tries those again on a new one.
+A request that times out breaks its connection too: the answers behind it would be late.
 """
 
 from __future__ import annotations
@@ -21,17 +20,16 @@ import asyncio
 import base64
 import ssl
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httptools
 
 Failure = Literal["connection", "timeout"]
-LINGER_S = 0.005
-"""A request waits this long for others to share its write (and their answers a read): one
-event a write cost the worker some 170 µs on a busy machine, mostly the system calls and
-event-loop turns of its write and of reading its answer."""
+Answer = int | Failure
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,34 +58,37 @@ class Target:
             head += f"Authorization: Basic {base64.b64encode(user.encode()).decode()}\r\n"
         return cls(parts.hostname, port, tls, head)
 
+    def request_head(self, headers: dict[str, str], length: int) -> bytes:
+        """A POST's head: the fixed lines, ``Content-Length`` and ``headers``."""
+        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        return f"{self.head}Content-Length: {length}\r\n{lines}\r\n".encode("latin-1")
 
-class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+
+class Pipeline(asyncio.Protocol, Generic[T]):
+    """One connection to a sink. ``write`` sends requests, each named by a token; the
+    answer to each comes back as ``answered(token, status | "connection" | "timeout")``."""
+
+    def __init__(self, answered: Callable[[T, Answer], None]) -> None:
+        self.answered = answered
         self.transport: asyncio.Transport | None = None
-        self.waiting: deque[tuple[asyncio.Future[int | Failure], float]] = deque()
-        """Requests in flight, oldest first: their futures and when they were written."""
+        self.waiting: deque[tuple[T, float]] = deque()
+        """Requests in flight, oldest first: their tokens and when they were written."""
         self.parser = httptools.HttpResponseParser(self)
         self.open = False
-        self._unsent: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.open = True
 
-    def send(self, head: bytes, body: bytes) -> asyncio.Future[int | Failure]:
-        """Queue one request; the requests of the next ``LINGER_S`` seconds leave in one write."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[int | Failure] = loop.create_future()
-        self.waiting.append((future, loop.time()))
-        if not self._unsent:
-            loop.call_later(LINGER_S, self._flush)
-        self._unsent += (head, body)
-        return future
-
-    def _flush(self) -> None:
-        unsent, self._unsent = self._unsent, []
-        if self.open and self.transport is not None:
-            self.transport.writelines(unsent)
+    def write(self, requests: Sequence[tuple[T, bytes, bytes]]) -> None:
+        """Send (token, head, body) requests in one write."""
+        assert self.transport is not None
+        now = asyncio.get_running_loop().time()
+        parts: list[bytes] = []
+        for token, head, body in requests:
+            self.waiting.append((token, now))
+            parts += (head, body)
+        self.transport.writelines(parts)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -97,26 +98,23 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:  # httptools' callback: one answer read
         if self.waiting:
-            future, _ = self.waiting.popleft()
-            if not future.done():
-                future.set_result(self.parser.get_status_code())
+            token, _ = self.waiting.popleft()
+            self.answered(token, self.parser.get_status_code())
         if not self.parser.should_keep_alive():  # "Connection: close": nothing more goes on it
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
-        while self.waiting:
-            future, _ = self.waiting.popleft()
-            if not future.done():
-                future.set_result("connection")
+        waiting, self.waiting = self.waiting, deque()
+        for token, _ in waiting:
+            self.answered(token, "connection")
 
     def expire(self, now: float, timeout: float) -> None:
         """The oldest request past ``timeout`` answers "timeout" and breaks the connection
         (the answers behind it would be as late): the rest answer "connection"."""
         if self.waiting and now - self.waiting[0][1] > timeout:
-            future, _ = self.waiting.popleft()
-            if not future.done():
-                future.set_result("timeout")
+            token, _ = self.waiting.popleft()
+            self.answered(token, "timeout")
             self.close()
 
     def close(self) -> None:
@@ -125,66 +123,19 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()  # connection_lost fails what is in flight
 
 
-class SinkClient:
-    """POSTs to one sink URL; ``post`` answers the status, ``"connection"`` or ``"timeout"``."""
-
-    def __init__(self, url: str, timeout: float) -> None:
-        self.target = Target.of(url)
-        self.timeout = timeout
-        self._connection: _Connection | None = None
-        self._connecting: asyncio.Lock | None = None
-        self._watch: asyncio.Task[None] | None = None
-        self._tls = ssl.create_default_context() if self.target.tls else None
-
-    async def post(self, headers: dict[str, str], body: bytes) -> int | Failure:
-        connection = self._connection
-        if connection is None or not connection.open:
-            try:
-                connection = await self._connect()
-            except (OSError, TimeoutError):
-                return "connection"
-        lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
-        head = f"{self.target.head}Content-Length: {len(body)}\r\n{''.join(lines)}\r\n".encode("latin-1")
-        return await connection.send(head, body)
-
-    async def _connect(self) -> _Connection:
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:  # the senders waiting here share the one new connection
-            connection = self._connection
-            if connection is not None and connection.open:
-                return connection
-            loop = asyncio.get_running_loop()
-            target = self.target
-            _, protocol = await asyncio.wait_for(
-                loop.create_connection(
-                    _Connection,
-                    target.host,
-                    target.port,
-                    ssl=self._tls,
-                    server_hostname=target.host if self._tls else None,
-                ),
-                self.timeout,
-            )
-            self._connection = protocol
-            if self._watch is None:
-                self._watch = loop.create_task(self._watch_timeouts())
-            return protocol
-
-    async def _watch_timeouts(self) -> None:
-        """One timer for every request: a per-request timeout (``asyncio.wait_for``) cost
-        more than writing the request."""
-        every = min(self.timeout / 4, 0.25)
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(every)
-            if self._connection is not None:
-                self._connection.expire(loop.time(), self.timeout)
-
-    def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+async def connect(
+    target: Target, answered: Callable[[T, Answer], None], timeout: float, tls: ssl.SSLContext | None
+) -> Pipeline[T]:
+    """A new connection to ``target``; OSError or TimeoutError when there is none."""
+    loop = asyncio.get_running_loop()
+    _, pipeline = await asyncio.wait_for(
+        loop.create_connection(
+            lambda: Pipeline(answered),
+            target.host,
+            target.port,
+            ssl=tls,
+            server_hostname=target.host if tls else None,
+        ),
+        timeout,
+    )
+    return pipeline

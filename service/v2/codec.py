@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,30 +285,96 @@ def decode_document(document: Any, binary: memoryview, max_rows: int) -> InferRe
     request_id = document.get("id")
     if request_id is not None:
         request_id = _string(request_id, "id")
-    parameters = _object(document.get("parameters"), "parameters")
-    binary_output = bool(_bool(parameters.get("binary_data_output"), "parameters.binary_data_output"))
-    level = _level(parameters.get("interval"))
-    explain = _bool(parameters.get("explain"), "parameters.explain")
+    binary_output, level, explain = read_parameters(_object(document.get("parameters"), "parameters"))
 
-    columns: dict[str, np.ndarray] = {}
-    datatypes: dict[str, str] = {}
-    offset = 0
     tensors = _array(document.get("inputs"), "inputs")
+    inputs = Inputs(len(tensors), max_rows)
+    offset = 0
     for i, tensor in enumerate(tensors):
         if not isinstance(tensor, OBJECT_TYPES):
             raise CodecError(f"inputs[{i}] must be a JSON object")
         name = _string(tensor.get("name"), "name", f"inputs[{i}].")
+
+        def values(count: int, datatype: str, tensor: Any = tensor, name: str = name) -> np.ndarray:
+            nonlocal offset
+            tensor_parameters = tensor.get("parameters")
+            size = (
+                None
+                if tensor_parameters is None
+                else _object(tensor_parameters, "parameters", f"input {name!r}: ").get("binary_data_size")
+            )
+            if size is None:
+                return _json_data(tensor.get("data"), name)
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise CodecError(f"input {name!r}: binary_data_size must be a byte count, not {size!r}")
+            if tensor.get("data") is not None:
+                raise CodecError(f"input {name!r} has both data and binary_data_size; send one")
+            data = binary_data(binary, offset, size, count, name, datatype)
+            offset += size
+            return data
+
+        inputs.add(name, tensor.get("datatype"), tensor.get("shape"), values)
+    if offset != len(binary):
+        raise CodecError(
+            f"the body has {len(binary)} bytes after the JSON header but the inputs' "
+            f"binary_data_size add up to {offset}"
+        )
+    outputs, explained = chosen_outputs(document.get("outputs"), explain, binary_output)
+    return request_of(request_id, inputs.rows(), outputs, level, explained)
+
+
+def read_parameters(parameters: Mapping[str, Any]) -> tuple[bool, float, bool | None]:
+    """(``binary_data_output``, the ``interval`` level, ``explain``) of a request's parameters."""
+    binary_output = bool(_bool(parameters.get("binary_data_output"), "parameters.binary_data_output"))
+    return (
+        binary_output,
+        _level(parameters.get("interval")),
+        _bool(parameters.get("explain"), "parameters.explain"),
+    )
+
+
+def chosen_outputs(
+    outputs: Any, explain: bool | None, binary_output: bool
+) -> tuple[tuple[RequestedOutput, ...], bool]:
+    """(the outputs to answer, whether any is the explanation's) of a request's ``outputs``."""
+    return _with_explanation(_requested_outputs(outputs, binary_output), explain, binary_output)
+
+
+def request_of(
+    request_id: str | None,
+    rows: np.ndarray,
+    outputs: tuple[RequestedOutput, ...],
+    level: float,
+    explained: bool,
+) -> InferRequest:
+    """The decoded request; the confidence level kept only when a bound is requested."""
+    wants_bounds = any(output.name in BOUND_NAMES for output in outputs)
+    return InferRequest(request_id, rows, outputs, level if wants_bounds else None, explained)
+
+
+class Inputs:
+    """A request's feature columns, added tensor by tensor as either transport reads them:
+    one place decides which tensors, shapes and datatypes are accepted and words refusals."""
+
+    def __init__(self, count: int, max_rows: int) -> None:
+        self.count = count
+        """How many input tensors the request has."""
+        self.max_rows = max_rows
+        self.columns: dict[str, np.ndarray] = {}
+        self.datatypes: dict[str, str] = {}
+
+    def add(self, name: str, datatype: Any, shape: Any, values: Callable[[int, str], np.ndarray]) -> None:
+        """The tensor ``name``; ``values(count, datatype)`` reads its ``count`` elements."""
         # One [N, 3] tensor of any name holds every feature, in the metadata's order: what
         # clients written for single-tensor models (KServe's "input-0") send.
-        width = len(FEATURE_NAMES) if len(tensors) == 1 and _is_matrix(tensor.get("shape")) else 1
+        width = len(FEATURE_NAMES) if self.count == 1 and _is_matrix(shape) else 1
         if name not in FEATURE_BY_NAME and width == 1:
             raise CodecError(
                 f"unknown input {name!r}; the model's inputs are {', '.join(FEATURE_BY_NAME)} "
                 f"(or one [N, {len(FEATURE_NAMES)}] tensor of them in that order)"
             )
-        if name in columns:
+        if name in self.columns:
             raise CodecError(f"input {name!r} appears twice")
-        datatype = tensor.get("datatype")
         if type(datatype) is not str:
             _string(datatype, "datatype", f"input {name!r}: ")
         if datatype not in DTYPES:
@@ -316,46 +382,24 @@ def decode_document(document: Any, binary: memoryview, max_rows: int) -> InferRe
                 f"input {name!r}: datatype {datatype!r} is not supported; "
                 "send FP32 (FP64, INT32 and INT64 are converted)"
             )
-        rows = _rows_of(tensor.get("shape"), name, width)
-        if rows > max_rows:
-            raise CodecError(f"input {name!r} has {rows} rows; at most {max_rows} rows per request")
-        tensor_parameters = tensor.get("parameters")
-        size = (
-            None
-            if tensor_parameters is None
-            else _object(tensor_parameters, "parameters", f"input {name!r}: ").get("binary_data_size")
-        )
-        if size is None:
-            values = _json_data(tensor.get("data"), name)
-        else:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise CodecError(f"input {name!r}: binary_data_size must be a byte count, not {size!r}")
-            if tensor.get("data") is not None:
-                raise CodecError(f"input {name!r} has both data and binary_data_size; send one")
-            values = _binary_data(binary, offset, size, rows * width, name, datatype)
-            offset += size
-        if values.size != rows * width:
+        rows = _rows_of(shape, name, width)
+        if rows > self.max_rows:
+            raise CodecError(f"input {name!r} has {rows} rows; at most {self.max_rows} rows per request")
+        data = values(rows * width, datatype)
+        if data.size != rows * width:
             says = f"{rows} rows" if width == 1 else f"{rows} rows of {width} ({rows * width} elements)"
-            raise CodecError(f"input {name!r}: shape says {says} but data holds {values.size} elements")
+            raise CodecError(f"input {name!r}: shape says {says} but data holds {data.size} elements")
         if width == 1:
-            columns[name] = values
-            datatypes[name] = datatype
+            self.columns[name] = data
+            self.datatypes[name] = datatype
         else:
-            grid = values.reshape(rows, width)
-            columns = {feature: grid[:, j] for j, feature in enumerate(FEATURE_NAMES)}
-            datatypes = dict.fromkeys(FEATURE_NAMES, datatype)
-    if offset != len(binary):
-        raise CodecError(
-            f"the body has {len(binary)} bytes after the JSON header but the inputs' "
-            f"binary_data_size add up to {offset}"
-        )
-    outputs, explained = _with_explanation(
-        _requested_outputs(document.get("outputs"), binary_output), explain, binary_output
-    )
-    wants_bounds = any(output.name in BOUND_NAMES for output in outputs)
-    return InferRequest(
-        request_id, _to_rows(columns, datatypes), outputs, level if wants_bounds else None, explained
-    )
+            grid = data.reshape(rows, width)
+            self.columns = {feature: grid[:, j] for j, feature in enumerate(FEATURE_NAMES)}
+            self.datatypes = dict.fromkeys(FEATURE_NAMES, datatype)
+
+    def rows(self) -> np.ndarray:
+        """The checked float32 n×3 matrix."""
+        return _to_rows(self.columns, self.datatypes)
 
 
 PLAIN_TENSOR = frozenset({"name", "shape", "datatype", "data"})
@@ -417,7 +461,7 @@ def _level(value: Any) -> float:
     return float(value)
 
 
-def _binary_data(
+def binary_data(
     binary: memoryview, offset: int, size: int, rows: int, name: str, datatype: str
 ) -> np.ndarray:
     dtype = DTYPES[datatype]

@@ -377,6 +377,45 @@ def test_bad_requests_are_refused_with_the_protocol_message(
     assert served.stub.ServerReady(pb.ServerReadyRequest()).ready
 
 
+MALFORMED = [
+    ("garbage", b"\xff\xff\xff\xff", "the bytes end inside a field's tag"),
+    ("truncated", b"\x1a\x40abc", "id says 64 bytes but only 3 remain"),
+    ("invalid UTF-8", b"\x0a\x05cr\xffop", "model_name is not valid UTF-8"),
+]
+
+
+@pytest.mark.parametrize(("case", "message", "fragment"), MALFORMED, ids=[c[0] for c in MALFORMED])
+def test_messages_that_are_not_protobuf_are_invalid_argument_on_every_rpc_and_counted(
+    served: Served, case: str, message: bytes, fragment: str
+) -> None:
+    """grpcio's own deserializer answered these UNKNOWN (a server fault) before any layer
+    counted them. (A string that is not UTF-8 is wrong only where the field is a string:
+    other messages keep it as an unknown field.)"""
+    before = _grpc_count(served, "ModelInfer", "INVALID_ARGUMENT")
+    methods = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods
+    for method in methods if case != "invalid UTF-8" else [m for m in methods if m.name == "ModelInfer"]:
+        call = served.channel.unary_unary(f"/inference.GRPCInferenceService/{method.name}")
+        with pytest.raises(grpc.RpcError) as refused:
+            call(message, timeout=10)
+        assert refused.value.code() == INVALID, (method.name, refused.value.details())
+        details = refused.value.details() or ""
+        assert f"not a valid inference.{method.input_type.name} message" in details
+        if method.name == "ModelInfer":  # the same bytes, read as each method's message
+            assert fragment in details, details
+    health = served.channel.unary_unary("/grpc.health.v1.Health/Check")
+    with pytest.raises(grpc.RpcError) as refused:
+        health(message, timeout=10)
+    assert refused.value.code() == INVALID  # its service is a string too
+    assert _grpc_count(served, "ModelInfer", "INVALID_ARGUMENT") == before + 1
+    assert served.stub.ServerReady(pb.ServerReadyRequest()).ready
+
+
+def _grpc_count(served: Served, method: str, code: str) -> float:
+    text = httpx.get(f"{served.server.url}/metrics").text
+    line = f'crop_yield_grpc_requests_total{{code="{code}",method="{method}"}} '
+    return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+
+
 def test_the_bearer_token_is_required_on_inference_not_on_the_probes(
     trained_home: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -442,9 +481,7 @@ def test_tritonclient_grpc_calls_the_server(served: Served) -> None:
 
 def test_calls_are_counted_by_method_and_code_and_logged_with_their_request_id(served: Served) -> None:
     def count(method: str, code: str) -> float:
-        text = httpx.get(f"{served.server.url}/metrics").text
-        line = f'crop_yield_grpc_requests_total{{code="{code}",method="{method}"}} '
-        return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+        return _grpc_count(served, method, code)
 
     ok, invalid = count("ModelInfer", "OK"), count("ModelInfer", "INVALID_ARGUMENT")
     served.stub.ModelInfer(infer_request())

@@ -32,16 +32,15 @@ from service.http.payloads import JSON_API, V2_INFER, V2_REST, PayloadLogging, p
 from service.http.traffic import DEADLINE
 from service.inference.routing import Split
 from service.observability import context
+from service.observability.delivery import Outbox, RetryPolicy
 from service.observability.payloads import (
     REQUEST_TYPE,
     RESPONSE_TYPE,
     Call,
     Event,
-    EventQueue,
     Identity,
     Payload,
     PayloadLog,
-    RetryPolicy,
     render,
     sampled,
 )
@@ -139,7 +138,7 @@ def call_through(
 
 
 def queued(log: PayloadLog, sink: int = 0) -> list[Event]:
-    return log.sinks[sink].queue.waiting()
+    return [event for event, _ in log.sinks[sink].outbox.waiting]
 
 
 def payload_log(**options: Any) -> PayloadLog:
@@ -359,20 +358,18 @@ class OfSize(Call):
 
 
 def test_the_queue_is_bounded_by_events_and_by_bytes() -> None:
-    by_count = EventQueue(max_events=3, max_bytes=1_000)
+    by_count: Outbox[Event] = Outbox(max_events=3, max_bytes=1_000)
     assert [by_count.offer(Event(OfSize(1), "request", 1)) for _ in range(4)] == [True, True, True, False]
-    by_bytes = EventQueue(max_events=100, max_bytes=100)
+    by_bytes: Outbox[Event] = Outbox(max_events=100, max_bytes=100)
     assert by_bytes.offer(Event(OfSize(60), "request", 60))
     assert not by_bytes.offer(Event(OfSize(60), "request", 60))
     assert by_bytes.offer(Event(OfSize(40), "request", 40))
     assert by_bytes.nbytes == 100
-
-    async def take_and_finish() -> None:
-        event = await by_bytes.take()
-        assert by_bytes.nbytes == 100  # an event in delivery still holds its bytes
-        by_bytes.done(event)
-
-    asyncio.run(take_and_finish())
+    event, attempt = by_bytes.take()
+    assert (event.size, attempt, by_bytes.nbytes) == (60, 0, 100)  # in delivery: still holds its bytes
+    by_bytes.again(event, 1)  # to be retried: first in line again
+    assert by_bytes.waiting[0] == (event, 1)
+    by_bytes.done(by_bytes.take()[0])
     assert by_bytes.nbytes == 40
     assert by_bytes.offer(Event(OfSize(60), "request", 60))
 
@@ -382,13 +379,14 @@ def test_a_full_queue_drops_and_counts() -> None:
     before = counted("dropped")
     for _ in range(5):  # two events each: 4 queued, 6 dropped
         log.record(OfSize(10))
+    log.publish()
     assert len(queued(log)) == 4
     assert counted("dropped") - before == 6
 
 
 def test_each_sink_has_its_own_queue() -> None:
     log = PayloadLog(["http://a.invalid/", "http://b.invalid/"], IDENTITY, max_events=2)
-    log.sinks[0].queue.offer(Event(OfSize(1), "request", 1))
+    log.sinks[0].outbox.offer(Event(OfSize(1), "request", 1))
     log.record(OfSize(1))
     assert (len(queued(log, 0)), len(queued(log, 1))) == (2, 2)
     assert queued(log, 0)[1] is queued(log, 1)[0]  # one event object: one id at every sink
@@ -440,12 +438,12 @@ class Sink:
         return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
 
     @asynccontextmanager
-    async def serving(self) -> AsyncIterator[str]:
+    async def serving(self, port: int = 0) -> AsyncIterator[str]:
         app = web.Application(client_max_size=8 << 20)
         app.router.add_post("/", self.handle)
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         try:
@@ -502,7 +500,7 @@ def test_5xx_is_retried_with_the_same_event_id() -> None:
 
     async def run() -> None:
         async with sink.serving() as url:
-            await deliver(PayloadLog([url], IDENTITY, mode="request", policy=FAST, senders=1))
+            await deliver(PayloadLog([url], IDENTITY, mode="request", policy=FAST, window=1))
 
     asyncio.run(run())
     assert len(sink.received) == 3
@@ -536,6 +534,39 @@ def test_a_dead_sink_fails_after_the_retries_and_a_live_one_still_gets_everythin
     assert counted("failed") - before == 10
 
 
+def test_a_sink_down_drops_at_once_and_is_probed_until_it_answers() -> None:
+    """Unreachable four times in a row (0.7 s of backoff), a sink is down: what waited
+    fails, what comes is dropped without queueing (the worker's memory stays flat), and a
+    probe about once a second finds it again when it listens."""
+    port = free_port()
+    sink = Sink()
+
+    async def run() -> tuple[int, int, int, bool, int]:
+        log = PayloadLog([f"http://127.0.0.1:{port}/"], IDENTITY, mode="request", policy=FAST)
+        courier = log.sinks[0]
+        log.start()
+        log.record(OfSize(5))
+        async with asyncio.timeout(5):
+            while not courier.down:
+                await asyncio.sleep(0.01)
+        failed = log.counts["failed"]
+        for _ in range(100):
+            log.record(OfSize(5))
+        queued_while_down, dropped = len(courier.outbox), log.counts["dropped"]
+        async with sink.serving(port):
+            async with asyncio.timeout(5):
+                while courier.down:
+                    await asyncio.sleep(0.05)
+            log.record(OfSize(5))
+            await log.close(5)
+        return failed, queued_while_down, dropped, courier.down, len(sink.received)
+
+    failed, queued_while_down, dropped, down, received = asyncio.run(run())
+    assert (failed, queued_while_down, dropped) == (1, 0, 100)
+    assert not down
+    assert received == 1
+
+
 def test_a_timeout_is_not_retried() -> None:
     sink = Sink(delay=0.4)
 
@@ -552,7 +583,7 @@ def test_close_flushes_what_is_queued() -> None:
 
     async def run() -> None:
         async with sink.serving() as url:
-            await deliver(PayloadLog([url], IDENTITY, senders=2), calls=20)
+            await deliver(PayloadLog([url], IDENTITY, window=2), calls=20)
 
     asyncio.run(run())
     assert len(sink.received) == 40
@@ -566,7 +597,7 @@ def test_close_gives_up_on_a_stuck_sink_in_time_and_counts_the_rest_dropped() ->
         async with sink.serving() as url:
             loop = asyncio.get_running_loop()
             started = loop.time()
-            await deliver(PayloadLog([url], IDENTITY, senders=2, timeout=10), calls=5, flush=0.3)
+            await deliver(PayloadLog([url], IDENTITY, window=2, timeout=10), calls=5, flush=0.3)
             return loop.time() - started
 
     assert asyncio.run(run()) < 0.8

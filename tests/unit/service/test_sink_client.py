@@ -1,7 +1,7 @@
-"""The payload logger's lean HTTP/1.1 client against a raw asyncio server in the test: many
-events pipelined on one kept-alive connection, answers matched in order, a connection the
-sink closes (``Connection: close``, a reset mid-pipeline) failing only what was in flight
-on it, a timeout breaking the connection, Basic auth from the URL."""
+"""The payload logger's lean HTTP/1.1 connection against a raw asyncio server in the test:
+many events written at once on one kept-alive connection, answers matched in order, a
+connection the sink closes (``Connection: close``, a reset mid-pipeline) failing only what
+was in flight on it, a timeout breaking the connection, Basic auth from the URL."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from service.observability.sink_client import SinkClient, Target
+from service.observability.sink_client import Target, connect
 
 Answer = Callable[[int, bytes], Awaitable[bytes | None]]
 """(request number, request head) → the raw answer, or None to close the connection."""
@@ -67,63 +67,87 @@ def ok(status: int = 200, close: bool = False) -> bytes:
     return b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n%s\r\nok" % (status, extra)
 
 
+class Answers:
+    """A pipeline's answers as they come, by token, and a way to wait for them."""
+
+    def __init__(self) -> None:
+        self.got: dict[int, int | str] = {}
+        self.changed = asyncio.Event()
+
+    def __call__(self, token: int, answer: int | str) -> None:
+        self.got[token] = answer
+        self.changed.set()
+
+    async def wait(self, n: int) -> dict[int, int | str]:
+        async with asyncio.timeout(5):
+            while len(self.got) < n:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.got
+
+
+def requests(target: Target, tokens: range, body: bytes = b"x") -> list[tuple[int, bytes, bytes]]:
+    return [(t, target.request_head({"ce-id": str(t)}, len(body)), body) for t in tokens]
+
+
 def test_events_are_pipelined_on_one_connection_and_answered_in_order() -> None:
-    async def scenario() -> tuple[list[int | str], dict[str, int]]:
+    async def scenario() -> tuple[dict[int, int | str], dict[str, int]]:
         async def answer(n: int, head: bytes) -> bytes:
             assert head.startswith(b"POST /events HTTP/1.1\r\n")
             return ok(200 if n % 3 else 503)  # every third answered 503
 
         server, url, seen = await serve(answer)
-        client = SinkClient(url, timeout=2)
-        answers = await asyncio.gather(*(client.post({"ce-id": str(i)}, b"x" * i) for i in range(30)))
-        client.close()
+        target, answers = Target.of(url), Answers()
+        pipeline = await connect(target, answers, 2, None)
+        pipeline.write(requests(target, range(1, 31)))  # one write, thirty requests
+        got = await answers.wait(30)
+        pipeline.close()
         await server.close()
-        return list(answers), seen
+        return got, seen
 
-    answers, seen = asyncio.run(scenario())
+    got, seen = asyncio.run(scenario())
     assert seen == {"connections": 1, "requests": 30}
-    assert answers == [200 if n % 3 else 503 for n in range(1, 31)]
+    assert got == {n: 200 if n % 3 else 503 for n in range(1, 31)}
 
 
-def test_a_sink_that_closes_after_each_answer_gets_a_new_connection_per_event() -> None:
-    async def scenario() -> tuple[list[int | str], dict[str, int]]:
+def test_an_answer_with_connection_close_closes_the_pipeline() -> None:
+    async def scenario() -> tuple[dict[int, int | str], bool, dict[str, int]]:
         async def answer(n: int, head: bytes) -> bytes:
             return ok(close=True)
 
         server, url, seen = await serve(answer)
-        client = SinkClient(url, timeout=2)
-        answers = [await client.post({}, b"{}") for _ in range(5)]
-        client.close()
+        target, answers = Target.of(url), Answers()
+        pipeline = await connect(target, answers, 2, None)
+        pipeline.write(requests(target, range(1)))
+        got = await answers.wait(1)
+        still_open = pipeline.open
         await server.close()
-        return answers, seen
+        return got, still_open, seen
 
-    answers, seen = asyncio.run(scenario())
-    assert answers == [200] * 5
-    assert seen["connections"] == 5
+    got, still_open, seen = asyncio.run(scenario())
+    assert got == {0: 200}
+    assert not still_open  # the courier dials a new connection for what comes next
+    assert seen["connections"] == 1
 
 
 def test_a_connection_dropped_mid_pipeline_fails_only_what_was_in_flight_on_it() -> None:
-    async def scenario() -> tuple[list[int | str], int | str, dict[str, int]]:
+    async def scenario() -> dict[int, int | str]:
         async def answer(n: int, head: bytes) -> bytes | None:
             return None if n == 2 else ok()  # the second request: the sink hangs up
 
-        server, url, seen = await serve(answer)
-        client = SinkClient(url, timeout=2)
-        first = await asyncio.gather(*(client.post({}, b"a") for _ in range(3)))
-        after = await client.post({}, b"b")  # a new connection
-        client.close()
+        server, url, _ = await serve(answer)
+        target, answers = Target.of(url), Answers()
+        pipeline = await connect(target, answers, 2, None)
+        pipeline.write(requests(target, range(3)))
+        got = await answers.wait(3)
         await server.close()
-        return list(first), after, seen
+        return got
 
-    first, after, seen = asyncio.run(scenario())
-    assert first[0] == 200
-    assert first[1:] == ["connection", "connection"]  # the retry policy tries these again
-    assert after == 200
-    assert seen["connections"] == 2
+    assert asyncio.run(scenario()) == {0: 200, 1: "connection", 2: "connection"}  # these are retried
 
 
-def test_a_timeout_breaks_the_connection_and_a_dead_port_is_a_connection_failure() -> None:
-    async def scenario() -> tuple[int | str, int | str, int | str]:
+def test_a_timeout_breaks_the_connection_and_a_dead_port_refuses() -> None:
+    async def scenario() -> tuple[dict[int, int | str], bool]:
         stall = asyncio.Event()
 
         async def answer(n: int, head: bytes) -> bytes:
@@ -132,17 +156,21 @@ def test_a_timeout_breaks_the_connection_and_a_dead_port_is_a_connection_failure
             return ok()
 
         server, url, _ = await serve(answer)
-        client = SinkClient(url, timeout=0.2)
-        timed_out = await client.post({}, b"slow")
+        target, answers = Target.of(url), Answers()
+        pipeline = await connect(target, answers, 2, None)
+        pipeline.write(requests(target, range(2)))
+        await asyncio.sleep(0.3)
+        pipeline.expire(asyncio.get_running_loop().time(), 0.2)
+        got = await answers.wait(2)
         stall.set()
-        later = await client.post({}, b"next")
-        client.close()
         await server.close()
-        dead = await SinkClient(url.replace("/events", "/"), timeout=0.5).post({}, b"x")
-        return timed_out, later, dead
+        with pytest.raises(ConnectionRefusedError):
+            await connect(Target.of(url), answers, 0.5, None)  # nobody listens there now
+        return got, pipeline.open
 
-    timed_out, later, dead = asyncio.run(scenario())
-    assert (timed_out, later, dead) == ("timeout", 200, "connection")
+    got, still_open = asyncio.run(scenario())
+    assert got == {0: "timeout", 1: "connection"}
+    assert not still_open
 
 
 def test_credentials_in_the_url_become_basic_auth_and_stay_out_of_the_host() -> None:
@@ -153,5 +181,8 @@ def test_credentials_in_the_url_become_basic_auth_and_stay_out_of_the_host() -> 
         target.head == f"POST /in?x=1 HTTP/1.1\r\nHost: logs.example:8443\r\nAuthorization: Basic {token}\r\n"
     )
     assert Target.of("http://sink").head == "POST / HTTP/1.1\r\nHost: sink\r\n"
+    assert Target.of("http://sink").request_head({"ce-id": "7"}, 2) == (
+        b"POST / HTTP/1.1\r\nHost: sink\r\nContent-Length: 2\r\nce-id: 7\r\n\r\n"
+    )
     with pytest.raises(ValueError, match="http:// or https://"):
         Target.of("ftp://sink/")
