@@ -15,6 +15,11 @@ JSON (target >= 3,000,000 rows/s) and as binary tensors (target >= 3x /predict_c
 Over gRPC (issue 20; ``benchmarks/grpc_load.py``): single-row ModelInfer under h2load with
 as many connections as wrk's (target: at least the REST V2 route's rate), and 100,000 rows
 as raw contents (target: at least REST V2 binary's rows/s).
+
+The transports' floors (issue 29; ``benchmarks/floors.py``), first, under the same loads: a
+raw ASGI app answering a constant under the same uvicorn, and a bare grpc.aio server
+answering ModelInfer with a constant. Goals: single-row /predict and V2 JSON >= 0.3x the
+raw-ASGI floor, single-row gRPC >= 0.8x the grpc.aio floor.
 Compare ratios: absolute numbers drift.
 """
 
@@ -33,6 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 
@@ -77,6 +83,30 @@ def start(name: str, command: list[str], env: dict[str, str], port: int) -> Serv
     except RuntimeError as exc:
         raise SystemExit(f"{name}: {exc}") from None
     return Server(name, process, url, ready_s)
+
+
+def measure_floors(
+    tmpdir: Path, single: Path, grpc_single: Path, args: argparse.Namespace
+) -> tuple[WrkResult, float]:
+    """(raw ASGI under wrk, bare grpc.aio calls/s under h2load): ``benchmarks.floors``."""
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.floors"]
+    server = start("raw ASGI floor", [*command, "http", str(port)], dict(os.environ), port)
+    try:
+        http = run_wrk(server.url, single, args.connections, args.duration)
+    finally:
+        stop(server.process)
+    grpc_port = free_port()
+    process = launch([*command, "grpc", str(grpc_port)], dict(os.environ), None)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+        rate, *_ = run_h2load(
+            None, grpc_port, grpc_single, args.connections, args.duration, tmpdir / "floor.tsv"
+        )
+    finally:
+        stop(process)
+    return http, rate
 
 
 def baseline_command(port: int, workers: int = 1) -> list[str]:
@@ -209,6 +239,7 @@ def main() -> None:
         bodies = bulk_bodies()
         bulk_rows = np.random.default_rng(0).uniform([50, 20, 20], [110, 150, 90], size=(BULK_ROWS, 3))
 
+        floor_http, floor_grpc = measure_floors(tmpdir, single, grpc_single, args)
         port, grpc_port = free_port(), free_port()
         candidates = [
             ("baseline: FastAPI + uvicorn (uvloop, httptools)", baseline_command(port), {}),
@@ -286,6 +317,17 @@ def main() -> None:
         print(
             f"| {name} | {v2_one.rps:,.0f} | {rate:,.0f} | {rate / v2_one.rps:.2f}x | {p50:.2f} ms "
             f"| {p99:.2f} ms | {failed} | {v2_binary:,.0f} | {raw:,.0f} | {raw / v2_binary:.2f}x |"
+        )
+    print(
+        f"\nThe transports' floors, same run: raw ASGI {floor_http.rps:,.0f} req/s (wrk, single-row "
+        f"/predict body), bare grpc.aio {floor_grpc:,.0f} calls/s (h2load, single-row ModelInfer)\n"
+    )
+    print("| server | /predict / raw ASGI | V2 JSON / raw ASGI | gRPC / grpc.aio | gRPC / V2 JSON |")
+    print("|---|---|---|---|---|")
+    for (name, one, v2_one, *_), (_, _, (rate, *_), *_) in zip(v2_rows, grpc_rows, strict=True):
+        print(
+            f"| {name} | {one.rps / floor_http.rps:.2f}x | {v2_one.rps / floor_http.rps:.2f}x "
+            f"| {rate / floor_grpc:.2f}x | {rate / v2_one.rps:.2f}x |"
         )
 
 

@@ -39,6 +39,7 @@ from service.grpc.wire import Malformed
 from service.inference.admission import MemoryBudget, Slots
 from service.observability import context as request_context
 from service.observability import metrics
+from service.observability.statistics import STATISTICS
 from service.observability.tracing import Tracer
 from service.settings import RETRY_AFTER_S
 
@@ -80,12 +81,14 @@ def observed(
     timeout: float,
     sticky_header: str = "x-request-id",
     tracer: Tracer | None = None,
+    prediction: bool = False,
 ) -> Behaviour:
     """Timed by method and by the model version that answered: the answer's ``model_version``
     when it has one (ModelInferResponse), else "" (no answer, or an RPC without versions).
     ``sticky_header``: the metadata canary weights hash (``context.ROUTING_KEY``) when a call
     has it; the request id otherwise. ``tracer``: the ``traceparent`` metadata in, a
-    ``traceresponse`` trailer out, and the spans of sampled calls."""
+    ``traceresponse`` trailer out, and the spans of sampled calls. ``prediction``: the call
+    counts in Triton's statistics (``service.observability.statistics``)."""
     sticky = None if sticky_header == "x-request-id" else sticky_header
     timed = metrics.grpc_request_duration()
     durations = {"": timed.labels(method=method, version="")}  # bound once per version seen
@@ -114,6 +117,7 @@ def observed(
                     }
                     tracer.open(trace, route.lstrip("/"), attributes)
                 context.set_trailing_metadata((("traceresponse", trace.traceresponse()),))
+        call = STATISTICS.begin() if prediction else None
         started = time.perf_counter()
         code: Any = grpc.StatusCode.UNKNOWN
         version = ""
@@ -137,6 +141,8 @@ def observed(
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         finally:
+            if call is not None:
+                STATISTICS.end(call, code is grpc.StatusCode.OK)
             if code is grpc.StatusCode.OK:
                 answered_ok.inc()
             else:

@@ -30,6 +30,7 @@ from service.grpc.wire import parsing
 from service.inference.admission import MemoryBudget, Slots
 from service.inference.dataplane import Plane
 from service.observability.payloads import PayloadLog
+from service.observability.statistics import STATISTICS
 from service.observability.tracing import Tracer
 
 log = logging.getLogger("crop_yield.grpc")
@@ -38,8 +39,8 @@ INFERENCE_SERVICE = SERVICE.full_name
 READY_POLL_S = 0.2
 READABLE = frozenset({"RepositoryIndex"})
 """Not probes (they take a slot), but readable without the token, as over HTTP."""
-LOGGED = frozenset({"ModelInfer"})
-"""The RPCs payload logging sees (``service.grpc.payloads``): the predictions."""
+PREDICTIONS = frozenset({"ModelInfer"})
+"""The RPCs payload logging sees (``service.grpc.payloads``) and Triton's statistics count."""
 
 
 def inference_handler(
@@ -61,7 +62,7 @@ def inference_handler(
         behaviour = getattr(servicer, method.name)
         read = parsing(request_type)
         keep_size = False
-        if payloads is not None and method.name in LOGGED:  # predictions: never an open RPC
+        if payloads is not None and method.name in PREDICTIONS:  # predictions: never an open RPC
             behaviour = payload_logged(behaviour, payloads)
             keep_size = True  # it counts the message's bytes on the wire
         if method.name not in OPEN:
@@ -72,11 +73,31 @@ def inference_handler(
             behaviour = authenticated(behaviour, token)
         route = f"/{INFERENCE_SERVICE}/{method.name}"
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            observed(behaviour, route, method.name, timeout, sticky_header, tracer),
+            observed(
+                behaviour, route, method.name, timeout, sticky_header, tracer, method.name in PREDICTIONS
+            ),
             request_deserializer=read,
             response_serializer=response_type.SerializeToString,
         )
-    return grpc.method_handlers_generic_handler(INFERENCE_SERVICE, handlers)
+    return CountedHandler(grpc.method_handlers_generic_handler(INFERENCE_SERVICE, handlers))
+
+
+class CountedHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpcio is untyped here
+    """Counts each call of a known method as it begins, before its message arrives: grpcio
+    looks the handler up then, while a call the transport refuses (a message over
+    ``grpc.max_receive_message_length``, or one that inflates past it) never reaches the
+    handler, nor any count of ``observed``."""
+
+    def __init__(self, handler: grpc.GenericRpcHandler) -> None:
+        self.handler = handler
+        self.prefix = f"/{INFERENCE_SERVICE}/"
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        found = self.handler.service(handler_call_details)
+        if found is not None:
+            method: str = handler_call_details.method
+            STATISTICS.grpc_call_started(method.removeprefix(self.prefix))
+        return found
 
 
 class GrpcServer:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar, assert_never
 
 import grpc
+from google.protobuf import json_format
 
 from service.grpc import codec
 from service.grpc import inference_pb2 as pb
@@ -31,7 +32,7 @@ from service.v2.codec import CodecError
 log = logging.getLogger("crop_yield.grpc")
 ENDPOINT = "grpc_infer"
 """The ``endpoint`` label of the rows this front end predicts."""
-EXTENSIONS: list[str] = []
+EXTENSIONS = ["model_configuration", "statistics"]
 Answer = TypeVar("Answer")
 
 
@@ -137,6 +138,31 @@ class InferenceServicer(rpc.GRPCInferenceServiceServicer):
                 flags,
                 explanation,
             )
+
+        return await self._answer(context, handle)
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        async def handle() -> pb.ModelConfigResponse:
+            name, version = served.check_model(self.plane, request.name, request.version or None)
+            config = json_format.ParseDict(served.config_of(self.plane, name, version), pb.ModelConfig())
+            return pb.ModelConfigResponse(config=config)
+
+        return await self._answer(context, handle)
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        async def handle() -> pb.ModelStatisticsResponse:
+            if not request.name:  # every model: this server serves one
+                found = served.statistics_of(self.plane, self.plane.model_name, None)
+            else:
+                name, version = served.check_model(self.plane, request.name, request.version or None)
+                found = served.statistics_of(self.plane, name, version if request.version else None)
+            answer = pb.ModelStatisticsResponse()
+            json_format.ParseDict(found, answer)
+            return answer
 
         return await self._answer(context, handle)
 

@@ -37,3 +37,15 @@ def is_protected(path: str) -> bool:
 def is_v2(path: str) -> bool:
     """Open Inference Protocol routes answer errors as ``{"error": message}``."""
     return path == "/v2" or path.startswith("/v2/")
+
+
+JSON_API_PREDICTIONS = frozenset({"/predict", "/predict_columns"})
+V2_INFER = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
+"""The V2 infer routes (``service.v2.operations``; a unit test holds the two alike)."""
+
+
+def is_prediction(path: str) -> bool:
+    """The prediction routes: payload logging logs them, Triton's statistics count them."""
+    return path in JSON_API_PREDICTIONS or (
+        path.startswith("/v2/models/") and path.endswith("/infer") and V2_INFER.fullmatch(path) is not None
+    )

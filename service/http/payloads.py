@@ -15,12 +15,12 @@ read or admitted (401, 408, 413, 429, a memory 503) carry no payload and are not
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import Final
 
 from service.http.asgi import ASGIApp, Headers, Message, Receive, Scope, Send, read_body
 from service.http.bodies import replay
+from service.http.paths import JSON_API_PREDICTIONS, is_prediction
 from service.http.traffic import DEADLINE
 from service.observability import context
 from service.observability.payloads import Call, Payload, PayloadLog
@@ -30,9 +30,6 @@ JSON_API: Final = "json-api"
 """``ce-protocol`` of ``/predict`` and ``/predict_columns``."""
 V2_REST: Final = "v2-rest"
 """``ce-protocol`` of the V2 infer routes over HTTP (JSON or binary tensors)."""
-JSON_API_PREDICTIONS = frozenset({"/predict", "/predict_columns"})
-V2_INFER = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
-"""The V2 infer routes (``service.v2.operations``; a unit test holds the two alike)."""
 CLIENT_CLOSED = 499
 
 _VERSION: Final = MODEL_VERSION_HEADER.encode()
@@ -43,9 +40,7 @@ def protocol_of(path: str) -> str | None:
     """The ``ce-protocol`` of a prediction route's path; None for any other path."""
     if path in JSON_API_PREDICTIONS:
         return JSON_API
-    if path.startswith("/v2/models/") and path.endswith("/infer") and V2_INFER.fullmatch(path):
-        return V2_REST
-    return None
+    return V2_REST if is_prediction(path) else None
 
 
 def _find(headers: Headers | list[tuple[bytes, bytes]], *names: bytes) -> dict[bytes, str]:

@@ -38,7 +38,9 @@ from service.http.bodies import (
     replay,
 )
 from service.http.errors import send_error
+from service.http.paths import is_prediction
 from service.observability import context
+from service.observability.statistics import STATISTICS
 from service.observability.tracing import Tracer
 
 if TYPE_CHECKING:  # the worker's admission objects are handed in (service.inference.admission)
@@ -91,6 +93,7 @@ class RequestContext:
                 added.append((b"traceresponse", trace.traceresponse().encode()))
         started = False
         status = 0
+        call = STATISTICS.begin() if is_prediction(scope["path"]) else None
 
         async def send_with_id(message: Message) -> None:
             nonlocal started, status
@@ -120,6 +123,8 @@ class RequestContext:
             if not started:
                 await send_error(send_with_id, scope, errors.TIMEOUT, [], context.past_deadline(self.timeout))
         finally:
+            if call is not None:
+                STATISTICS.end(call, 0 < status < 400)
             if trace is not None and trace.span is not None:
                 self.tracer.end(trace, status, status >= 500 or not status)  # type: ignore[union-attr]
 

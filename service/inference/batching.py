@@ -11,6 +11,7 @@ no extra hop. The dispatcher is a private class: it comes from ``service.bentoml
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -18,6 +19,9 @@ import numpy as np
 
 from service.bentoml_internals import CorkDispatcher
 from service.inference.errors import OverloadedError
+
+KEPT_BATCHES = 256
+"""Batches whose model-call time is kept for their callers to read (Triton's compute_infer)."""
 
 
 def _overloaded() -> NoReturn:
@@ -45,13 +49,26 @@ class RowBatcher:
         )
         self._dispatcher = dispatcher
         self._call = dispatcher(self._run)
+        self._seconds: dict[int, float] = {}
+        """Model-call seconds of the latest batches, by their output array's id."""
 
     async def _run(self, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
         merged = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        started = time.perf_counter()
         outputs = self._predict(merged)
+        seconds = time.perf_counter() - started
         self._on_model_call(int(merged.shape[0]))
         bounds = np.cumsum([len(p) for p in parts])[:-1]
-        return np.split(outputs, bounds)
+        split = np.split(outputs, bounds)  # views: each caller's .base is the batch's array
+        self._seconds[id(split[0].base)] = seconds
+        if len(self._seconds) > KEPT_BATCHES:
+            del self._seconds[next(iter(self._seconds))]
+        return split
+
+    def seconds_of(self, outputs: np.ndarray) -> float:
+        """How long the model call took that computed ``outputs`` (what a caller got back);
+        0 when unknown (a call the dispatcher split over several batches)."""
+        return self._seconds.get(id(outputs.base), 0.0)
 
     async def __call__(self, rows: np.ndarray) -> np.ndarray:
         result = await self._call(rows)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -35,9 +36,10 @@ from service.inference.errors import (
 from service.inference.explain import Explainer, explanation
 from service.inference.intervals import Intervals
 from service.inference.routing import Split, parse_weights
+from service.inference.serving import Serving
 from service.inference.shadow import Shadow
 from service.inference.training_range import TrainingBox
-from service.observability import context, metrics, monitoring
+from service.observability import context, metrics, monitoring, statistics
 from service.observability.tracing import TRACE
 from service.settings import Settings
 
@@ -110,6 +112,11 @@ class Plane(Protocol):
 
     @property
     def max_bulk_rows(self) -> int: ...
+
+    @property
+    def serving(self) -> Serving: ...
+
+    def model_of(self, version: str) -> LinearModel: ...
 
     async def predict(
         self,
@@ -215,14 +222,14 @@ class DataPlane:
         self._served = self._snapshot(served[0], served)
 
     def start(self) -> None:
-        """In the worker's event loop: the batchers, the model-info metric, monitoring's flush."""
+        """In the worker's event loop: the batchers, the model-info metric, the once-a-second
+        flush (monitoring's and the statistics')."""
         served = self._require()
         self._started = True
         for loaded in served.versions.values():
             self._start_version(loaded, loaded is served.default)
         loop = asyncio.get_running_loop()
-        if self.settings.monitoring:
-            self._tasks.append(loop.create_task(self._flush_periodically()))
+        self._tasks.append(loop.create_task(self._flush_periodically()))
         if self.settings.shadow_version is not None:
             self.shadow = Shadow(self.settings.shadow_version)
             self._tasks.append(loop.create_task(self.shadow.run(self._versions_now)))
@@ -314,6 +321,23 @@ class DataPlane:
     def max_bulk_rows(self) -> int:
         return self.settings.max_bulk_rows
 
+    @property
+    def serving(self) -> Serving:
+        """How calls are served (Triton's model configuration reports it)."""
+        device = self.model.device
+        return Serving(
+            max_rows=self.settings.max_bulk_rows,
+            batching=self.settings.batching,
+            max_batched_rows=self._max_batched_rows,
+            max_latency_ms=self.settings.max_latency_ms,
+            workers=self.settings.workers,
+            gpu=(device.index or 0) if device.type == "cuda" else None,
+        )
+
+    def model_of(self, version: str) -> LinearModel:
+        """The model of a served ``version``."""
+        return self._require().versions[version].model
+
     async def predict(
         self,
         rows: np.ndarray,
@@ -343,12 +367,16 @@ class DataPlane:
         trace = TRACE.get()
         if trace is not None and trace.span is not None:  # a sampled request: its predict span
             trace.mark("predict_start", len(rows))
+        call = statistics.CALL.get()
         loaded.in_flight += 1  # no await since the set was read: a drain cannot miss this call
+        started = time.perf_counter()
         try:
             if batch and loaded.batcher is not None and len(rows) <= self._max_batched_rows:
                 outputs = await loaded.batcher(rows)
+                infer_s = loaded.batcher.seconds_of(outputs)
             else:
                 outputs = self._call_model(rows, loaded)
+                infer_s = time.perf_counter() - started
                 metrics.rows_per_model_call().observe(len(rows))
         except DataPlaneError as exc:
             exc.version = loaded.version
@@ -357,6 +385,10 @@ class DataPlane:
             loaded.in_flight -= 1
             if trace is not None and trace.span is not None:
                 trace.mark("predict_end")
+        if call is not None:  # Triton's statistics (service.observability.statistics)
+            call.model_start, call.model_end = started, time.perf_counter()
+            call.infer_s = infer_s
+            call.version = loaded.version
         (loaded.counters.get(endpoint) or loaded.rows_predicted(endpoint)).inc(len(rows))
         if version is None and self.shadow is not None:
             self.shadow.offer(rows, outputs, loaded.version)
@@ -459,7 +491,8 @@ class DataPlane:
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(monitoring.FLUSH_EVERY_S)
-            if self._served is not None:
+            statistics.STATISTICS.flush()
+            if self._served is not None and self.settings.monitoring:
                 for loaded in self._served.versions.values():
                     if loaded.sink is not None:
                         loaded.sink.flush()
@@ -468,6 +501,7 @@ class DataPlane:
         """Every model call of every endpoint: predict, then fold the call into that
         version's monitoring (its histograms' buckets are its own training range)."""
         outputs = loaded.model.predict(rows)
+        statistics.STATISTICS.executed(loaded.version, len(rows))
         if self.settings.monitoring:
             if len(rows) < monitoring.DEFER_ROWS:
                 loaded.monitor.observe(rows, outputs)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Collection, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,84 @@ def training_rmse() -> Any:
         ["target", "version"],
         multiprocess_mode="livemax",
     )
+
+
+@cache
+def grpc_calls_started() -> Any:
+    from prometheus_client import Counter
+
+    return Counter(
+        "crop_yield_grpc_calls_started",
+        "gRPC calls begun, by method; those the transport refused before the service saw them "
+        "(a message over the size limit) are started but not in crop_yield_grpc_requests_total",
+        ["method"],
+    )
+
+
+@cache
+def inference_requests() -> Any:
+    from prometheus_client import Counter
+
+    return Counter(
+        "crop_yield_inference_requests",
+        "Prediction requests by model version and Triton statistics stage (success, fail; and "
+        "queue, compute_input, compute_infer, compute_output for those that reached the model)",
+        ["version", "stage"],
+    )
+
+
+@cache
+def inference_seconds() -> Any:
+    from prometheus_client import Counter
+
+    return Counter(
+        "crop_yield_inference_seconds",
+        "Seconds prediction requests spent in each Triton statistics stage, by model version",
+        ["version", "stage"],
+    )
+
+
+@cache
+def model_executions() -> Any:
+    from prometheus_client import Counter
+
+    return Counter("crop_yield_model_executions", "Model calls (batches), by model version", ["version"])
+
+
+@cache
+def model_execution_rows() -> Any:
+    from prometheus_client import Counter
+
+    return Counter(
+        "crop_yield_model_execution_rows", "Rows through model calls (Triton's inference_count)", ["version"]
+    )
+
+
+@cache
+def last_inference() -> Any:
+    from prometheus_client import Gauge
+
+    return Gauge(
+        "crop_yield_last_inference_timestamp_seconds",
+        "When the last prediction request of the version ended (Unix time)",
+        ["version"],
+        multiprocess_mode="max",
+    )
+
+
+def samples(names: Collection[str]) -> Iterator[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of the samples called ``names``, summed over the workers as
+    ``exposition`` sums them."""
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+
+    registry: Any = REGISTRY
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name in names:
+                yield sample.name, sample.labels, sample.value
 
 
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_([1-9][0-9]*)\.db")

@@ -32,12 +32,43 @@ INFER_DOC = (
     "Predict apple and orange yields (t/ha) for N rows given as one tensor per feature. "
     "JSON, or the binary tensor extension: the JSON header, then raw little-endian tensor bytes."
 )
+CONFIG_DOC = (
+    "Triton's model-configuration extension: the model as a Triton model configuration (inputs and "
+    "outputs with data_type and dims, max_batch_size, dynamic batching, instance group), what "
+    "perf_analyzer and model_analyzer read first."
+)
+STATS_DOC = (
+    "Triton's statistics extension: per served version, counts and cumulative nanoseconds of "
+    "inference requests (success, fail, queue, compute_input, compute_infer, compute_output), "
+    "rows and model calls, and the last inference (ms since the epoch), summed over the workers."
+)
 OPERATIONS: tuple[Operation, ...] = (
     Operation("/v2", "GET", "server_metadata", "Server metadata", schemas.ServerMetadata),
     Operation("/v2/health/live", "GET", "server_live", "Server live", schemas.ServerLive),
     Operation("/v2/health/ready", "GET", "server_ready", "Server ready", schemas.ServerReady),
+    Operation("/v2/models/stats", "GET", "all_statistics", "Statistics", schemas.Statistics, STATS_DOC),
     Operation(MODEL, "GET", "model_metadata", "Model metadata", schemas.ModelMetadata),
     Operation(VERSION, "GET", "model_metadata", "Model metadata (version)", schemas.ModelMetadata),
+    Operation(
+        f"{MODEL}/config", "GET", "model_config", "Model configuration", schemas.ModelConfig, CONFIG_DOC
+    ),
+    Operation(
+        f"{VERSION}/config",
+        "GET",
+        "model_config",
+        "Model configuration (version)",
+        schemas.ModelConfig,
+        CONFIG_DOC,
+    ),
+    Operation(f"{MODEL}/stats", "GET", "model_statistics", "Model statistics", schemas.Statistics, STATS_DOC),
+    Operation(
+        f"{VERSION}/stats",
+        "GET",
+        "model_statistics",
+        "Model statistics (version)",
+        schemas.Statistics,
+        STATS_DOC,
+    ),
     Operation(f"{MODEL}/ready", "GET", "model_ready", "Model ready", schemas.ModelReady),
     Operation(f"{VERSION}/ready", "GET", "model_ready", "Model ready (version)", schemas.ModelReady),
     Operation(f"{MODEL}/infer", "POST", "infer", "Inference", schemas.InferenceResponse, INFER_DOC),

@@ -31,7 +31,7 @@ from service.settings import MODEL_VERSION_HEADER
 from service.v2 import codec, repository_routes, served
 from service.v2.operations import OPERATIONS
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 BODY_TYPES = frozenset({"", "application/json", "application/octet-stream"})
 ENDPOINT = "v2_infer"
 """The ``endpoint`` label of the rows this front end predicts."""
@@ -80,6 +80,29 @@ class V2Routes:
             name, version = self._check_model(request.path_params)
             asked = request.path_params.get("version")
             return json_response(served.model_metadata(name, [version] if asked else self.plane.versions))
+
+        return await self._answer(request.url.path, handle)
+
+    async def model_config(self, request: Request) -> Response:
+        async def handle() -> Response:
+            name, version = self._check_model(request.path_params)
+            return json_response(served.config_of(self.plane, name, version))
+
+        return await self._answer(request.url.path, handle)
+
+    async def all_statistics(self, request: Request) -> Response:
+        """Every model's: this server serves one."""
+
+        async def handle() -> Response:
+            return json_response(served.statistics_of(self.plane, self.plane.model_name, None))
+
+        return await self._answer(request.url.path, handle)
+
+    async def model_statistics(self, request: Request) -> Response:
+        async def handle() -> Response:
+            params = request.path_params
+            name, version = self._check_model(params)
+            return json_response(served.statistics_of(self.plane, name, params.get("version") and version))
 
         return await self._answer(request.url.path, handle)
 

@@ -271,3 +271,36 @@ class RepositoryChange(BaseModel):
 
 class RepositoryIndex(RootModel[list[RepositoryIndexEntry]]):
     """``POST /v2/repository/index``: newest first."""
+
+
+class ModelConfig(BaseModel):
+    """``GET .../config``: the served model as a Triton model configuration (Triton's
+    model-configuration extension; field names and meanings are Triton's ``ModelConfig``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="Model name", json_schema_extra={"example": "crop_yield"})
+    platform: str = Field(description="Triton's platform name for the model's framework")
+    backend: str = Field(description="Triton's backend name for the model's framework")
+    max_batch_size: int = Field(
+        description="Most rows a call may carry; above 0, dims leave out the batch dimension",
+        json_schema_extra={"example": 1_000_000},
+    )
+    input: list[dict[str, Any]] = Field(description="The inputs: name, data_type, format, dims")
+    output: list[dict[str, Any]] = Field(description="The outputs: name, data_type, dims")
+    instance_group: list[dict[str, Any]] = Field(
+        description="Where the model runs (kind) and in how many workers"
+    )
+    dynamic_batching: dict[str, Any] | None = Field(
+        None, description="Present when calls are batched: the longest a row waits, in microseconds"
+    )
+    parameters: dict[str, dict[str, str]] = Field(
+        description="model_tag (this version's store tag), default_version, batching (how calls merge)"
+    )
+
+
+class Statistics(BaseModel):
+    """``GET .../stats``: Triton's statistics extension (``model_stats``: name, version,
+    last_inference, inference_count, execution_count, inference_stats of {count, ns} per stage)."""
+
+    model_stats: list[dict[str, Any]] = Field(description="One entry per served version asked for")

@@ -9,7 +9,9 @@ from typing import Any
 
 from contract import FEATURE_NAMES, __version__
 from service.inference.dataplane import Plane
+from service.observability import statistics
 from service.v2 import codec
+from service.v2.model_config import model_config
 
 SERVER_NAME = "crop-yield-service"
 PLATFORM = "pytorch"
@@ -53,3 +55,15 @@ def model_metadata(name: str, versions: list[str]) -> dict[str, Any]:
 
 def server_metadata(extensions: list[str]) -> dict[str, Any]:
     return {"name": SERVER_NAME, "version": __version__, "extensions": extensions}
+
+
+def config_of(plane: Plane, name: str, version: str) -> dict[str, Any]:
+    """Triton's model configuration of a served ``version`` (``service.v2.model_config``)."""
+    return model_config(name, version, plane.model_of(version).tag, plane.versions[0], plane.serving)
+
+
+def statistics_of(plane: Plane, name: str, version: str | None) -> dict[str, Any]:
+    """Triton's statistics (``service.observability.statistics``): of ``version``, or of every
+    served version when None."""
+    versions = plane.versions if version is None else [version]
+    return {"model_stats": statistics.read(name, versions, plane.versions[0])}

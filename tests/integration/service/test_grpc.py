@@ -410,6 +410,35 @@ def test_messages_that_are_not_protobuf_are_invalid_argument_on_every_rpc_and_co
     assert served.stub.ServerReady(pb.ServerReadyRequest()).ready
 
 
+def test_a_message_the_transport_refuses_is_counted_as_started_but_not_answered(served: Served) -> None:
+    """Over the size limit, grpcio's transport answers RESOURCE_EXHAUSTED before any of the
+    service's code runs: the call is begun (counted) and never answered by a layer."""
+
+    def unanswered() -> float:
+        text = httpx.get(f"{served.server.url}/metrics").text
+        started = sum(
+            float(row.split()[-1])
+            for row in text.splitlines()
+            if row.startswith('crop_yield_grpc_calls_started_total{method="ModelInfer"}')
+        )
+        answered = sum(
+            float(row.split()[-1])
+            for row in text.splitlines()
+            if row.startswith("crop_yield_grpc_requests_total{") and 'method="ModelInfer"' in row
+        )
+        return started - answered
+
+    time.sleep(1.2)  # every count of earlier calls flushed (once a second)
+    before = unanswered()
+    call = served.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    with pytest.raises(grpc.RpcError) as refused:
+        call(b"\x0a" + b"\x00" * (41 << 20), timeout=30)  # over the 40 MiB default
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    served.stub.ModelInfer(infer_request())  # answered: started and answered alike
+    time.sleep(1.2)
+    assert unanswered() == before + 1
+
+
 def _grpc_count(served: Served, method: str, code: str) -> float:
     text = httpx.get(f"{served.server.url}/metrics").text
     line = f'crop_yield_grpc_requests_total{{code="{code}",method="{method}"}} '
@@ -454,6 +483,15 @@ TRITON_CLIENT = textwrap.dedent(
     assert client.is_model_ready("crop_yield")
     metadata = client.get_model_metadata("crop_yield", as_json=True)
     assert [i["name"] for i in metadata["inputs"]] == ["temperature", "rainfall", "humidity"]
+    assert "model_configuration" in client.get_server_metadata(as_json=True)["extensions"]
+    config = client.get_model_config("crop_yield").config  # Triton's own message, read back
+    assert config.name == "crop_yield" and config.max_batch_size > 0
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
+        (name, 11, [1]) for name in ("temperature", "rainfall", "humidity")  # TYPE_FP32
+    ]
+    assert config.dynamic_batching.max_queue_delay_microseconds > 0
+    assert config.parameters["model_tag"].string_value.startswith("crop_yield:")
+    before = client.get_inference_statistics("crop_yield").model_stats[0].inference_stats.success.count
     inputs = []
     for name, value in (("temperature", 73.0), ("rainfall", 67.0), ("humidity", 43.0)):
         tensor = grpcclient.InferInput(name, [2], "FP32")
@@ -461,6 +499,9 @@ TRITON_CLIENT = textwrap.dedent(
         inputs.append(tensor)
     outputs = [grpcclient.InferRequestedOutput(n) for n in ("apples", "oranges", "extrapolated")]
     result = client.infer("crop_yield", inputs, outputs=outputs)
+    (stats,) = client.get_inference_statistics("crop_yield").model_stats
+    assert stats.inference_stats.success.count == before + 1, (before, stats)
+    assert stats.inference_stats.compute_infer.ns > 0 and stats.execution_count > 0
     print(json.dumps({n: result.as_numpy(n).tolist() for n in ("apples", "extrapolated")}))
     """
 )

@@ -40,7 +40,7 @@ def test_server_routes(server: Server) -> None:
     assert httpx.get(f"{server.url}/v2").json() == {
         "name": "crop-yield-service",
         "version": __version__,
-        "extensions": ["binary_tensor_data"],
+        "extensions": ["binary_tensor_data", "model_configuration", "statistics"],
     }
     assert httpx.get(f"{server.url}/v2/health/live").json() == {"live": True}
     ready = httpx.get(f"{server.url}/v2/health/ready")
@@ -183,6 +183,9 @@ def test_too_many_rows(server: Server) -> None:
 # -- tritonclient ----------------------------------------------------------------------
 
 
+ROWS_TWO = np.array([[73.0, 67.0, 43.0], [91.0, 88.0, 64.0]], np.float32)
+
+
 @pytest.fixture(scope="module")
 def client(server: Server) -> triton.InferenceServerClient:
     return triton.InferenceServerClient(server.url.removeprefix("http://"))
@@ -204,11 +207,74 @@ def test_tritonclient_health_and_metadata(client: triton.InferenceServerClient, 
     assert client.is_model_ready(name)
     assert client.is_model_ready(name, version)
     assert not client.is_model_ready("pears")
-    assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+    assert client.get_server_metadata()["extensions"] == [
+        "binary_tensor_data",
+        "model_configuration",
+        "statistics",
+    ]
     metadata = client.get_model_metadata(name, version)
     assert [t["name"] for t in metadata["inputs"]] == list(FEATURES)
     with pytest.raises(InferenceServerException, match="not served here"):
         client.get_model_metadata("pears")
+
+
+def test_tritonclient_reads_the_statistics(client: triton.InferenceServerClient, server: Server) -> None:
+    """Triton's statistics extension: three calls (one refused) move the version's counts."""
+    name, version = model(server)
+
+    def stats() -> dict:  # type: ignore[type-arg]
+        (entry,) = client.get_inference_statistics(name, version)["model_stats"]
+        return entry  # type: ignore[no-any-return]
+
+    before = stats()
+    for _ in range(2):
+        client.infer(name, triton_inputs(ROWS_TWO))
+    with pytest.raises(InferenceServerException):
+        client.infer(name, triton_inputs(ROWS_TWO * -1))  # below the bounds: refused
+    after = stats()
+    assert (after["name"], after["version"]) == (name, version)
+    delta = {
+        stage: after["inference_stats"][stage]["count"] - before["inference_stats"][stage]["count"]
+        for stage in ("success", "fail", "compute_input", "compute_infer", "compute_output", "queue")
+    }
+    assert delta == {
+        "success": 2,
+        "fail": 1,
+        "compute_input": 2,
+        "compute_infer": 2,
+        "compute_output": 2,
+        "queue": 2,
+    }
+    assert after["inference_stats"]["compute_infer"]["ns"] > before["inference_stats"]["compute_infer"]["ns"]
+    assert after["inference_count"] - before["inference_count"] == 4  # rows
+    assert after["execution_count"] > before["execution_count"]
+    assert after["last_inference"] >= before["last_inference"]
+    assert [e["version"] for e in client.get_inference_statistics()["model_stats"]] == [version]
+
+
+def test_tritonclient_reads_the_model_configuration(
+    client: triton.InferenceServerClient, server: Server
+) -> None:
+    """Triton's model-configuration extension, as perf_analyzer reads it before any load."""
+    name, version = model(server)
+    config = client.get_model_config(name)
+    assert client.get_model_config(name, version) == config
+    assert config["max_batch_size"] > 0
+    assert [(i["name"], i["data_type"], i["dims"]) for i in config["input"]] == [
+        (feature, "TYPE_FP32", [1]) for feature in FEATURES
+    ]
+    assert [o["name"] for o in config["output"]][:2] == ["apples", "oranges"]
+    assert config["parameters"]["model_tag"]["string_value"] == f"{name}:{version}"
+    assert "dynamic_batching" in config  # batching is on by default
+    # what perf_analyzer sends with that configuration: each feature [batch, 1]
+    inputs = []
+    for j, feature in enumerate(FEATURES):
+        tensor = triton.InferInput(feature, [2, 1], "FP32")
+        tensor.set_data_from_numpy(np.array([[73.0], [91.0]], np.float32) + j)
+        inputs.append(tensor)
+    assert client.infer(name, inputs).as_numpy("apples").shape == (2,)
+    with pytest.raises(InferenceServerException, match="not served here"):
+        client.get_model_config("pears")
 
 
 def test_tritonclient_default_request_is_binary_both_ways(

@@ -105,6 +105,8 @@ HTTP_TWIN = {
     "ServerMetadata": "/v2",
     "ModelMetadata": "/v2/models/crop_yield",
     "ModelInfer": "/v2/models/crop_yield/infer",
+    "ModelConfig": "/v2/models/crop_yield/config",
+    "ModelStatistics": "/v2/models/crop_yield/stats",
     "RepositoryIndex": "/v2/repository/index",
     "RepositoryModelLoad": "/v2/repository/models/crop_yield/load",
     "RepositoryModelUnload": "/v2/repository/models/crop_yield/unload",

@@ -23,21 +23,29 @@ class Named:
 
 
 def answered_by(scope: dict[str, Any]) -> str:
+    """The app that answered, or "405 <Allow>" when the hot paths refused the method."""
     log: list[str] = []
     hot = HotPaths(
         Named("bentoml", log),
-        routes={("POST", "/predict"): Named("predict", log)},
+        routes={("POST", "/predict"): Named("predict", log), ("GET", "/metrics"): Named("metrics", log)},
         tree=Named("v2", log),
         claims=paths.is_v2,
     )
+    sent: list[Any] = []
 
     async def nothing() -> Any:
         raise AssertionError("not read here")
 
-    async def ignore(message: Any) -> None:
-        pass
+    async def keep(message: Any) -> None:
+        sent.append(message)
 
-    asyncio.run(hot(scope, nothing, ignore))
+    asyncio.run(hot({"headers": [], **scope}, nothing, keep))
+    if sent:
+        assert not log
+        start, body = sent
+        allow = dict(start["headers"])[b"allow"].decode()
+        assert f"{scope['method']} is not allowed here; use {allow}".encode() in body["body"]
+        return f"{start['status']} {allow}"
     assert len(log) == 1
     return log[0]
 
@@ -46,7 +54,10 @@ def answered_by(scope: dict[str, Any]) -> str:
     ("method", "path", "app"),
     [
         ("POST", "/predict", "predict"),
-        ("GET", "/predict", "bentoml"),  # BentoML answers other methods on its routes
+        ("GET", "/predict", "405 POST"),  # the hot paths' other methods: 405 with Allow
+        ("TRACE", "/metrics", "405 GET, HEAD"),
+        ("GET", "/metrics", "metrics"),
+        ("HEAD", "/metrics", "metrics"),  # a GET path takes HEAD (uvicorn sends no body)
         ("POST", "/predict/", "bentoml"),
         ("GET", "/v2", "v2"),
         ("GET", "/v2/health/ready", "v2"),

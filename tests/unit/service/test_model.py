@@ -41,6 +41,24 @@ def test_loads_a_trained_entry_and_predicts_like_the_fitted_module(session_home:
     np.testing.assert_allclose(model.predict(rows), expected, rtol=1e-6, atol=1e-5)
 
 
+def test_a_row_gets_the_same_bits_whatever_batch_it_comes_in(session_home: Path) -> None:
+    """Small CPU batches skip torch (numpy, with torch's order of operations): a row alone,
+    in a batch of 64 (both the numpy path) and in 10,000 (torch's addmm) is the same float32."""
+    outcome = train(TrainOptions(model_name="bits", save=False))
+    weight, bias = outcome.fit.model.weight.detach(), outcome.fit.model.bias.detach()
+    model = LinearModel("bits:v1", weight, bias, torch.device("cpu"), outcome.metadata, "")
+    rows = np.random.default_rng(1).uniform([50, 20, 20], [110, 150, 90], (10_000, 3)).astype(np.float32)
+    bulk = model.predict(rows)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(bulk, torch.addmm(bias, torch.from_numpy(rows), weight.T).numpy())
+    np.testing.assert_array_equal(
+        np.concatenate([model.predict(rows[i : i + 64]) for i in range(0, 640, 64)]), bulk[:640]
+    )
+    np.testing.assert_array_equal(
+        np.concatenate([model.predict(rows[i : i + 1]) for i in range(200)]), bulk[:200]
+    )
+
+
 def test_wrong_shapes_are_refused(tmp_path: Path, valid_metadata: dict[str, Any]) -> None:
     save_file({"weight": torch.zeros(3, 3), "bias": torch.zeros(3)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(ModelLoadError, match="expected"):

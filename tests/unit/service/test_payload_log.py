@@ -28,7 +28,8 @@ from service.grpc import codec as grpc_codec
 from service.grpc import v2_json
 from service.grpc.layers import Sized
 from service.grpc.payloads import HTTP_STATUS, SMALL_BYTES, GrpcCall, payload_logged
-from service.http.payloads import JSON_API, V2_INFER, V2_REST, PayloadLogging, protocol_of
+from service.http.paths import V2_INFER
+from service.http.payloads import JSON_API, V2_REST, PayloadLogging, protocol_of
 from service.http.traffic import DEADLINE
 from service.inference.routing import Split
 from service.observability import context

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from service.inference.control import IndexEntry
 from service.inference.dataplane import Prediction
 from service.inference.errors import ControlError, DataPlaneError, NotReadyError
 from service.inference.intervals import BOUND_NAMES
+from service.inference.serving import Serving
 from service.inference.training_range import TrainingBox
 from service.v2 import repository, routes
 from service.v2.operations import OPERATIONS
@@ -47,6 +49,20 @@ class FakePlane:
     @property
     def model_version(self) -> str:
         return "v1"
+
+    @property
+    def serving(self) -> Serving:
+        return Serving(
+            max_rows=self.max_bulk_rows,
+            batching=True,
+            max_batched_rows=10,
+            max_latency_ms=5,
+            workers=2,
+            gpu=None,
+        )
+
+    def model_of(self, version: str) -> Any:
+        return SimpleNamespace(tag=f"crop_yield:{version}")
 
     async def predict(
         self,
@@ -276,3 +292,28 @@ def test_repository_calls_reach_the_control_and_refusals_are_answered() -> None:
         {"name": "crop_yield", "version": "v1", "state": "READY", "reason": "default", "default": True}
     ]
     assert client.post("/v2/repository/index", content=b'{"ready": "x"}').status_code == 400
+
+
+def test_the_model_configuration_is_tritons() -> None:
+    """What perf_analyzer reads: inputs and outputs with Triton's data types, dims without the
+    batch dimension under a max_batch_size that is the row limit, and dynamic batching."""
+    client = AppClient(FakePlane())
+    config = client.get("/v2/models/crop_yield/config").json()
+    assert client.get("/v2/models/crop_yield/versions/v1/config").json() == config
+    assert (config["name"], config["platform"], config["backend"]) == (
+        "crop_yield",
+        "pytorch_libtorch",
+        "pytorch",
+    )
+    assert config["max_batch_size"] == 100
+    assert [(i["name"], i["data_type"], i["dims"]) for i in config["input"]] == [
+        (name, "TYPE_FP32", [1]) for name in ("temperature", "rainfall", "humidity")
+    ]
+    outputs = {o["name"]: (o["data_type"], o["dims"]) for o in config["output"]}
+    assert outputs["apples"] == ("TYPE_FP32", [1])
+    assert outputs["extrapolated"] == ("TYPE_BOOL", [1])
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 5_000
+    assert config["instance_group"] == [{"name": "crop_yield", "kind": "KIND_CPU", "count": 2}]
+    assert config["parameters"]["model_tag"] == {"string_value": "crop_yield:v1"}
+    assert client.get("/v2/models/crop_yield/versions/v9/config").status_code == 404
+    assert "model_configuration" in client.get("/v2").json()["extensions"]
