@@ -2,11 +2,13 @@
 a model (``GET /v2/models/{m}[/versions/{v}]/config``, gRPC ``ModelConfig``).
 
 Load and profiling tools built for Triton (perf_analyzer, model_analyzer) read it before
-anything else: the inputs and outputs with their datatypes and dims, ``max_batch_size``
-(from which they shape their requests: with it above 0, ``dims`` leave out the batch
-dimension, so each feature is a ``[batch, 1]`` tensor, a shape the codec accepts), and
-whether requests are batched dynamically. The JSON is Triton's (its field names, numbers
-as numbers); the gRPC message is built from the same dict.
+anything else, with the model metadata. Triton's shapes are ``[batch] + dims`` when
+``max_batch_size`` is above 0; this model's tensors are ``[N]``, the rows being the model's
+own first dimension, which Triton writes ``max_batch_size: 0`` with ``dims: [-1]``: the
+pair that agrees with the V2 metadata's ``shape: [-1]`` (perf_analyzer checks one against
+the other). Triton allows ``dynamic_batching`` only with ``max_batch_size`` above 0, so how
+calls are merged is in ``parameters.batching``. The JSON is Triton's (its field names,
+numbers as numbers); the gRPC message is built from the same dict.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from service.v2 import codec
 
 PLATFORM = "pytorch_libtorch"
 BACKEND = "pytorch"
-INT32_MAX = 2**31 - 1
 TRITON_TYPES = {"FP32": "TYPE_FP32", "BOOL": "TYPE_BOOL"}
 
 
-def model_config(name: str, version: str, tag: str, default: str, serving: Serving) -> dict[str, Any]:
-    """The configuration of ``version`` (``default``: the version calls get without one)."""
+def model_config(name: str, tag: str, default: str, serving: Serving) -> dict[str, Any]:
+    """The configuration of the version stored as ``tag`` (``default``: the version calls
+    that name none get)."""
     instance: dict[str, Any] = {
         "name": name,
         "kind": "KIND_CPU" if serving.gpu is None else "KIND_GPU",
@@ -36,13 +38,13 @@ def model_config(name: str, version: str, tag: str, default: str, serving: Servi
         "name": name,
         "platform": PLATFORM,
         "backend": BACKEND,
-        "max_batch_size": min(serving.max_rows, INT32_MAX),
+        "max_batch_size": 0,
         "input": [
             {
                 "name": feature,
                 "data_type": "TYPE_FP32",
                 "format": "FORMAT_NONE",
-                "dims": [1],
+                "dims": [-1],
                 "is_shape_tensor": False,
                 "allow_ragged_batch": False,
                 "optional": False,
@@ -53,7 +55,7 @@ def model_config(name: str, version: str, tag: str, default: str, serving: Servi
             {
                 "name": output,
                 "data_type": TRITON_TYPES[codec.OUTPUT_DATATYPES[output]],
-                "dims": [1],
+                "dims": [-1],
                 "label_filename": "",
                 "is_shape_tensor": False,
             }
@@ -65,15 +67,10 @@ def model_config(name: str, version: str, tag: str, default: str, serving: Servi
             "model_tag": {"string_value": tag},
             "default_version": {"string_value": default},
             "batching": {"string_value": _batching(serving)},
+            "max_rows_per_call": {"string_value": str(serving.max_rows)},
         },
         "model_transaction_policy": {"decoupled": False},
     }
-    if serving.batching:
-        config["dynamic_batching"] = {
-            "preferred_batch_size": [],
-            "max_queue_delay_microseconds": serving.max_latency_ms * 1000,
-            "preserve_ordering": False,
-        }
     return config
 
 

@@ -59,7 +59,7 @@ def server_metadata(extensions: list[str]) -> dict[str, Any]:
 
 def config_of(plane: Plane, name: str, version: str) -> dict[str, Any]:
     """Triton's model configuration of a served ``version`` (``service.v2.model_config``)."""
-    return model_config(name, version, plane.model_of(version).tag, plane.versions[0], plane.serving)
+    return model_config(name, plane.model_of(version).tag, plane.versions[0], plane.serving)
 
 
 def statistics_of(plane: Plane, name: str, version: str | None) -> dict[str, Any]:

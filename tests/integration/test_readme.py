@@ -43,7 +43,11 @@ def test_curl_examples(server: Server, snippet: str) -> None:
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
-    if "model_name" in body:  # Open Inference Protocol
+    if "model_stats" in body:  # Triton's statistics
+        (stats,) = body["model_stats"]
+        assert f"{stats['name']}:{stats['version']}" == server.tag
+        assert set(stats["inference_stats"]) >= {"success", "fail", "queue", "compute_infer"}
+    elif "model_name" in body:  # Open Inference Protocol
         assert f"{body['model_name']}:{body['model_version']}" == server.tag
         assert [o["name"] for o in body["outputs"]] == ["apples", "oranges"]
     else:

@@ -485,11 +485,11 @@ TRITON_CLIENT = textwrap.dedent(
     assert [i["name"] for i in metadata["inputs"]] == ["temperature", "rainfall", "humidity"]
     assert "model_configuration" in client.get_server_metadata(as_json=True)["extensions"]
     config = client.get_model_config("crop_yield").config  # Triton's own message, read back
-    assert config.name == "crop_yield" and config.max_batch_size > 0
+    assert config.name == "crop_yield" and config.max_batch_size == 0
     assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
-        (name, 11, [1]) for name in ("temperature", "rainfall", "humidity")  # TYPE_FP32
+        (name, 11, [-1]) for name in ("temperature", "rainfall", "humidity")  # TYPE_FP32
     ]
-    assert config.dynamic_batching.max_queue_delay_microseconds > 0
+    assert config.parameters["batching"].string_value.startswith("adaptive")
     assert config.parameters["model_tag"].string_value.startswith("crop_yield:")
     before = client.get_inference_statistics("crop_yield").model_stats[0].inference_stats.success.count
     inputs = []

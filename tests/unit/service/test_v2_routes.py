@@ -295,8 +295,9 @@ def test_repository_calls_reach_the_control_and_refusals_are_answered() -> None:
 
 
 def test_the_model_configuration_is_tritons() -> None:
-    """What perf_analyzer reads: inputs and outputs with Triton's data types, dims without the
-    batch dimension under a max_batch_size that is the row limit, and dynamic batching."""
+    """What perf_analyzer reads: inputs and outputs with Triton's data types, and shapes that
+    agree with the metadata's [-1]: the rows are the model's own first dimension
+    (max_batch_size 0, dims [-1]); how calls are batched is in the parameters."""
     client = AppClient(FakePlane())
     config = client.get("/v2/models/crop_yield/config").json()
     assert client.get("/v2/models/crop_yield/versions/v1/config").json() == config
@@ -305,14 +306,17 @@ def test_the_model_configuration_is_tritons() -> None:
         "pytorch_libtorch",
         "pytorch",
     )
-    assert config["max_batch_size"] == 100
+    assert config["max_batch_size"] == 0
     assert [(i["name"], i["data_type"], i["dims"]) for i in config["input"]] == [
-        (name, "TYPE_FP32", [1]) for name in ("temperature", "rainfall", "humidity")
+        (name, "TYPE_FP32", [-1]) for name in ("temperature", "rainfall", "humidity")
     ]
+    assert [i["shape"] for i in client.get("/v2/models/crop_yield").json()["inputs"]] == [[-1]] * 3
     outputs = {o["name"]: (o["data_type"], o["dims"]) for o in config["output"]}
-    assert outputs["apples"] == ("TYPE_FP32", [1])
-    assert outputs["extrapolated"] == ("TYPE_BOOL", [1])
-    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 5_000
+    assert outputs["apples"] == ("TYPE_FP32", [-1])
+    assert outputs["extrapolated"] == ("TYPE_BOOL", [-1])
+    assert "dynamic_batching" not in config  # Triton allows it only with max_batch_size above 0
+    assert "up to 10 rows share model calls" in config["parameters"]["batching"]["string_value"]
+    assert config["parameters"]["max_rows_per_call"] == {"string_value": "100"}
     assert config["instance_group"] == [{"name": "crop_yield", "kind": "KIND_CPU", "count": 2}]
     assert config["parameters"]["model_tag"] == {"string_value": "crop_yield:v1"}
     assert client.get("/v2/models/crop_yield/versions/v9/config").status_code == 404
