@@ -44,8 +44,9 @@ from service.inference.device import resolve_device, wants_gpu
 from service.inference.errors import ModelLoadError
 from service.inference.store import served_entries
 from service.inference.versions import PolicyError
-from service.observability import logs, metrics, runtime
+from service.observability import deferred, logs, metrics, runtime
 from service.observability.payloads import PayloadLog
+from service.observability.statistics import STATISTICS
 from service.observability.tracing import Tracer
 from service.rest import feedback as feedback_api
 from service.rest import handlers
@@ -199,6 +200,8 @@ class CropYieldService:
         for task in self._tasks:
             task.cancel()
         self.plane.stop()
+        STATISTICS.flush()
+        deferred.flush_all()  # the last second's counts, before this worker's live gauges go
         metrics.forget_this_worker()
 
     async def __is_ready__(self) -> bool:

@@ -38,7 +38,7 @@ import grpc
 from service.grpc.wire import Malformed
 from service.inference.admission import MemoryBudget, Slots
 from service.observability import context as request_context
-from service.observability import metrics
+from service.observability import deferred, metrics
 from service.observability.statistics import STATISTICS
 from service.observability.tracing import Tracer
 from service.settings import RETRY_AFTER_S
@@ -91,16 +91,24 @@ def observed(
     counts in Triton's statistics (``service.observability.statistics``)."""
     sticky = None if sticky_header == "x-request-id" else sticky_header
     timed = metrics.grpc_request_duration()
-    durations = {"": timed.labels(method=method, version="")}  # bound once per version seen
+    # bound once per version and code seen; written once a second (observability.deferred)
+    durations = {"": deferred.Histogram(timed.labels(method=method, version=""))}
     counted = metrics.grpc_requests_total()
-    answered_ok = counted.labels(method=method, code="OK")
+    answered_ok = deferred.Counter(counted.labels(method=method, code="OK"))
+    codes: dict[str, deferred.Counter] = {}
 
     def duration_of(version: str) -> Any:
         if version not in durations and len(durations) >= metrics.MAX_VERSIONS:
             version = metrics.OTHER_VERSION  # versions come from answers, but stay bounded
         if version not in durations:
-            durations[version] = timed.labels(method=method, version=version)
+            durations[version] = deferred.Histogram(timed.labels(method=method, version=version))
         return durations[version]
+
+    def code_count(code: str) -> deferred.Counter:
+        counter = codes.get(code)
+        if counter is None:  # status codes are a fixed set: bounded
+            counter = codes[code] = deferred.Counter(counted.labels(method=method, code=code))
+        return counter
 
     async def observe(request: Any, context: grpc.aio.ServicerContext) -> Any:
         key = None if sticky is None else metadata(context, sticky)
@@ -146,7 +154,7 @@ def observed(
             if code is grpc.StatusCode.OK:
                 answered_ok.inc()
             else:
-                counted.labels(method=method, code=_name(code)).inc()
+                code_count(_name(code)).inc()
             (durations.get(version) or duration_of(version)).observe(time.perf_counter() - started)
             if trace is not None and trace.span is not None:
                 tracer.end(trace, _name(code), code is not grpc.StatusCode.OK)  # type: ignore[union-attr]

@@ -5,7 +5,9 @@ service's configuration): it looked up four labelled series for every request an
 each to its multiprocess file, and a py-spy profile of single-row calls put it at about a
 sixth of the worker's time. The same series are recorded here, under BentoML's names and
 labels (so dashboards written for BentoML still work), with each labelled series bound
-once per route and status. ``/metrics`` went with BentoML's middleware and is served here.
+once per route and status, and written to Prometheus once a second and before each scrape
+(``service.observability.deferred``). ``/metrics`` went with BentoML's middleware and is
+served here.
 
 The ``endpoint`` label is the request's path, except that a 404 counts as ``unmatched``
 and, after ``MAX_ENDPOINTS`` distinct paths, further ones count as ``other``: a scanner
@@ -26,7 +28,8 @@ from typing import Any
 import bentoml
 
 from service.http.asgi import ASGIApp, Message, Receive, Scope, Send
-from service.observability import metrics
+from service.observability import deferred, metrics
+from service.observability.statistics import STATISTICS
 from service.settings import MODEL_VERSION_HEADER
 
 log = logging.getLogger("crop_yield.metrics")
@@ -50,9 +53,10 @@ class RequestMetrics:
             "runner_name": service_name,
         }
         self._series: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+        self._bound_labels: dict[tuple[str, int, str], tuple[Any, Any]] = {}
         self._endpoints: set[str] = set()
         self._versions: set[str] = set()
-        self._in_progress = metrics.requests_in_progress().labels(**self.identity)
+        self._in_progress = deferred.Gauge(metrics.requests_in_progress().labels(**self.identity))
         for route in routes:  # zero samples from the start, so rate() has a first point
             for status in (200, 500):
                 self._bound(route, status, "")
@@ -69,13 +73,18 @@ class RequestMetrics:
         if answered not in self._versions and len(self._versions) >= metrics.MAX_VERSIONS:
             answered = metrics.OTHER_VERSION
         self._versions.add(answered)
-        labels = {
-            **self.identity,
-            "endpoint": endpoint,
-            "http_response_code": str(status),
-            "version": answered,
-        }
-        series = (metrics.requests_total().labels(**labels), metrics.request_duration().labels(**labels))
+        series = self._bound_labels.get((endpoint, status, answered))
+        if series is None:  # bound once per label set: "other" and "unmatched" included
+            labels = {
+                **self.identity,
+                "endpoint": endpoint,
+                "http_response_code": str(status),
+                "version": answered,
+            }
+            series = self._bound_labels[(endpoint, status, answered)] = (
+                deferred.Counter(metrics.requests_total().labels(**labels)),
+                deferred.Histogram(metrics.request_duration().labels(**labels)),
+            )
         if endpoint == path and answered == version:  # only real routes and versions are kept
             self._series[(path, status, version)] = series
         return series
@@ -112,6 +121,8 @@ async def metrics_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """``GET /metrics``: aggregated off the event loop (it reads every worker's files)."""
     from prometheus_client import CONTENT_TYPE_LATEST
 
+    STATISTICS.flush()
+    deferred.flush_all()  # this worker's counts are exact; the others' at most a second old
     body = await asyncio.to_thread(metrics.exposition)
     headers = [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})

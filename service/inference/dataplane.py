@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -39,7 +39,7 @@ from service.inference.routing import Split, parse_weights
 from service.inference.serving import Serving
 from service.inference.shadow import Shadow
 from service.inference.training_range import TrainingBox
-from service.observability import context, metrics, monitoring, statistics
+from service.observability import context, deferred, metrics, monitoring, statistics
 from service.observability.tracing import TRACE
 from service.settings import Settings
 
@@ -165,10 +165,16 @@ class _Loaded:
         """The endpoint's row counter for this version, its labels looked up once."""
         counter = self.counters.get(endpoint)
         if counter is None:
-            counter = self.counters[endpoint] = metrics.rows_predicted().labels(
-                endpoint=endpoint, version=self.version
+            counter = self.counters[endpoint] = deferred.Counter(
+                metrics.rows_predicted().labels(endpoint=endpoint, version=self.version)
             )
         return counter
+
+
+@cache
+def rows_per_model_call() -> deferred.Histogram:
+    """Rows in each model call, written to Prometheus once a second (``deferred``)."""
+    return deferred.Histogram(metrics.rows_per_model_call())
 
 
 @dataclass(frozen=True)
@@ -377,7 +383,7 @@ class DataPlane:
             else:
                 outputs = self._call_model(rows, loaded)
                 infer_s = time.perf_counter() - started
-                metrics.rows_per_model_call().observe(len(rows))
+                rows_per_model_call().observe(len(rows))
         except DataPlaneError as exc:
             exc.version = loaded.version
             raise
@@ -444,7 +450,7 @@ class DataPlane:
                 lambda rows: self._call_model(rows, loaded),
                 self.settings.max_batch_size,
                 self.settings.max_latency_ms,
-                on_model_call=metrics.rows_per_model_call().observe,
+                on_model_call=rows_per_model_call().observe,
             )
         if loaded.sink is None and self.settings.monitoring:
             loaded.sink = monitoring.PrometheusSink(loaded.monitor, loaded.version)
@@ -492,6 +498,7 @@ class DataPlane:
         while True:
             await asyncio.sleep(monitoring.FLUSH_EVERY_S)
             statistics.STATISTICS.flush()
+            deferred.flush_all()
             if self._served is not None and self.settings.monitoring:
                 for loaded in self._served.versions.values():
                     if loaded.sink is not None:
