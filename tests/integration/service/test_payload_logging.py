@@ -233,7 +233,9 @@ def test_a_slow_and_a_dead_sink_neither_slow_predictions_nor_grow_the_worker(
     settings = {
         "payload_log_url": f"{healthy.url},{slow.url},{dead}",
         "payload_log_mode": "request",
-        "payload_log_queue_events": "20",
+        # room for a second of the healthy sink's events (a sink thread in this busy process
+        # can stall that long); the slow sink's 3 s answers still fill it and drop
+        "payload_log_queue_events": "200",
         "payload_log_timeout": "0.5",
     }
 
