@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from service.http.asgi import Message, Receive
+from service.http.deadlines import IDLE, Watched
 
 if TYPE_CHECKING:  # the worker's admission objects are handed in (service.inference.admission)
     from service.inference.admission import MemoryBudget
@@ -162,11 +163,20 @@ class Pace:
             self.budget.release(cost)
 
 
-async def read_body(receive: Receive, limits: BodyLimits, pace: Pace | None = None) -> bytes | None:
+async def read_body(
+    receive: Receive, limits: BodyLimits, pace: Pace | None = None, watched: Watched | None = None
+) -> bytes | None:
     """The whole body (None when the client disconnected), within ``limits``
     (``TooLargeError``, ``TooSlowError``) and, for a declared bulk body, its ``pace``
     (``MemoryBusyError``); the wait for the next bytes ends at the inactivity limit or when
-    the body falls behind, whichever comes first."""
+    the body falls behind, whichever comes first. Without a pace, the request's ``watched``
+    entry (``service.http.deadlines``), when given, keeps the inactivity limit instead of a
+    timer of its own."""
+    if watched is not None and pace is None:
+        try:
+            return await _read_watched(receive, limits, watched)
+        finally:
+            watched.idle_at = math.inf
     loop = asyncio.get_running_loop()
     chunks: list[bytes] = []
     size = 0
@@ -197,12 +207,10 @@ async def read_body(receive: Receive, limits: BodyLimits, pace: Pace | None = No
                 continue
             raise limits.idle() from None
         look_again = False
-        if message["type"] != "http.request":
+        chunk = _chunk(message, size, limits)
+        if chunk is None:
             return None
-        chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limits.max_bytes:
-            raise TooLargeError
         chunks.append(chunk)
         last = loop.time()
         if pace is not None:
@@ -211,6 +219,41 @@ async def read_body(receive: Receive, limits: BodyLimits, pace: Pace | None = No
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if limits.min_rate:
             limits.check_rate(size, last - started)
+
+
+async def _read_watched(receive: Receive, limits: BodyLimits, watched: Watched) -> bytes | None:
+    loop = asyncio.get_running_loop()
+    chunks: list[bytes] = []
+    size = 0
+    started = last = loop.time()
+    while True:
+        watched.idle_at = last + limits.body_timeout
+        try:
+            message: Message = await receive()
+        except asyncio.CancelledError:
+            if not watched.expired_by(IDLE):
+                raise
+            raise limits.idle() from None
+        chunk = _chunk(message, size, limits)
+        if chunk is None:
+            return None
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return chunk if not chunks else b"".join([*chunks, chunk])
+        chunks.append(chunk)
+        last = loop.time()
+        if limits.min_rate:
+            limits.check_rate(size, last - started)
+
+
+def _chunk(message: Message, size: int, limits: BodyLimits) -> bytes | None:
+    """A message's bytes after ``size`` already read; None when the client disconnected."""
+    if message["type"] != "http.request":
+        return None
+    chunk: bytes = message.get("body", b"")
+    if size + len(chunk) > limits.max_bytes:
+        raise TooLargeError
+    return chunk
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from service.http import errors
+from service.http import deadlines, errors
 from service.http.asgi import ASGIApp, Message, Receive, Scope, Send, header
 from service.http.bodies import (
     PACE_GRACE_S,
@@ -49,6 +49,9 @@ if TYPE_CHECKING:  # the worker's admission objects are handed in (service.infer
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 DEADLINE = "crop_yield.deadline"
 """Scope key: the request's deadline on the event loop's clock (``RequestContext``)."""
+WATCHED = "crop_yield.watched"
+"""Scope key: the request's ``deadlines.Watched`` entry (``RequestContext``), which the body
+reader sets its inactivity limit on."""
 
 log = logging.getLogger("crop_yield.traffic")
 
@@ -70,6 +73,7 @@ class RequestContext:
         self.timeout = timeout
         self.sticky = None if sticky_header == "x-request-id" else sticky_header.encode()
         self.tracer = tracer
+        self.deadlines = deadlines.Deadlines(timeout / 10)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,12 +107,14 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
-        # The same deadline asyncio.timeout(self.timeout) would set, shared with RequestGate.
+        # The deadline, shared with RequestGate (its memory reservations) and the body reader.
         scope[DEADLINE] = when = asyncio.get_running_loop().time() + self.timeout
-        deadline = asyncio.timeout_at(when)
+        scope[WATCHED] = watched = self.deadlines.watch(when)
         try:
-            async with deadline:
+            try:
                 await self.app(scope, receive, send_with_id)
+            finally:
+                self.deadlines.done(watched)
             if not started:
                 # Only a client that left mid-body gets no answer. Answer anyway: BentoML's
                 # timeout middleware, outside this one, waits for a response to start, so an
@@ -116,8 +122,8 @@ class RequestContext:
                 # shutdown for its whole timeout.
                 log.info("client closed the connection before the answer", extra={"status": 499})
                 await send_error(send_with_id, scope, errors.CLIENT_CLOSED, [], "the client went away")
-        except TimeoutError:
-            if not deadline.expired():
+        except asyncio.CancelledError:
+            if not watched.expired_by(deadlines.DEADLINE):
                 raise
             log.warning("answered 504: not done within %s s", self.timeout, extra={"status": 504})
             if not started:
@@ -201,7 +207,7 @@ class RequestGate:
     ) -> bytes | None:
         """The body; None when answered (408, 413, 503) or the client disconnected."""
         try:
-            return await read_body(receive, self.limits, pace)
+            return await read_body(receive, self.limits, pace, scope.get(WATCHED))
         except TooSlowError as exc:
             log.info("answered 408: %s", exc, extra={"status": 408})
             await send_error(send, scope, errors.REQUEST_TIMEOUT, ["body"], str(exc))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from service.docs.openapi import patch_spec
-from service.http.asgi import Message, Receive, Scope, Send
+from service.http.asgi import ASGIApp, Message, Receive, Scope, Send
 from service.http.guards import BearerAuth, JsonOnly, UnroutableV2Paths
 from service.http.paths import is_probe, is_protected
 from service.http.traffic import RequestContext, RequestGate
@@ -63,8 +63,19 @@ def gate(**overrides: Any) -> RequestGate:
     return RequestGate(ok_app, **options)
 
 
-def test_the_gate_replays_a_body_received_in_chunks() -> None:
-    status, _, body = call(gate(), body=[b'{"a":', b" 1}"])
+@pytest.fixture(params=["alone", "behind the request context"])
+def gates(request: pytest.FixtureRequest) -> Callable[..., ASGIApp]:
+    """The gate alone times the body's inactivity itself; behind the request context (as
+    served) it sets the limit on the request's deadline entry (service.http.deadlines)."""
+
+    def make(**overrides: Any) -> ASGIApp:
+        return gate(**overrides) if request.param == "alone" else RequestContext(gate(**overrides), timeout=5)
+
+    return make
+
+
+def test_the_gate_replays_a_body_received_in_chunks(gates: Callable[..., ASGIApp]) -> None:
+    status, _, body = call(gates(), body=[b'{"a":', b" 1}"])
     assert (status, body) == (200, b'{"a": 1}')
 
 
@@ -77,29 +88,33 @@ def test_the_gate_replays_a_body_received_in_chunks() -> None:
         ({"body": [b"{", b"}"], "delay_s": 0.3}, 408, "CROP_YIELD_BODY_TIMEOUT"),  # a 0.3 s stall
     ],
 )
-def test_the_gate_refuses_large_and_slow_bodies(kwargs: dict[str, Any], status: int, fragment: str) -> None:
-    got, headers, body = call(gate(), **kwargs)
+def test_the_gate_refuses_large_and_slow_bodies(
+    gates: Callable[..., ASGIApp], kwargs: dict[str, Any], status: int, fragment: str
+) -> None:
+    got, headers, body = call(gates(), **kwargs)
     assert got == status
     assert headers["connection"] == "close"
     assert fragment in json.loads(body)["detail"][0]["msg"]
 
 
-def test_a_slow_but_steady_body_is_not_refused() -> None:
+def test_a_slow_but_steady_body_is_not_refused(gates: Callable[..., ASGIApp]) -> None:
     """Six chunks 0.15 s apart: 0.9 s in all, far beyond the 0.2 s inactivity limit, but
     never 0.2 s without bytes. (A whole-body deadline of 0.2 s refused this client.)"""
-    status, _, body = call(gate(), body=[b'{"a":', b" ", b"1", b" ", b" ", b"}"], delay_s=0.15)
+    status, _, body = call(gates(), body=[b'{"a":', b" ", b"1", b" ", b" ", b"}"], delay_s=0.15)
     assert (status, body) == (200, b'{"a": 1  }')
 
 
-def test_a_body_below_the_minimum_rate_is_refused_after_the_grace_period() -> None:
+def test_a_body_below_the_minimum_rate_is_refused_after_the_grace_period(
+    gates: Callable[..., ASGIApp],
+) -> None:
     chunks = [b"x"] * 8  # 1 byte every 0.1 s: 10 bytes/s, never idle for the 0.2 s limit
-    status, headers, body = call(gate(min_rate=50, rate_grace=0.35), body=chunks, delay_s=0.1)
+    status, headers, body = call(gates(min_rate=50, rate_grace=0.35), body=chunks, delay_s=0.1)
     assert (status, headers["connection"]) == (408, "close")
     message = json.loads(body)["detail"][0]["msg"]
     assert "below 50 bytes/s (CROP_YIELD_BODY_MIN_RATE) after 0.35 s" in message
     # The same trickle within the grace period, or above the rate, passes.
-    assert call(gate(min_rate=50, rate_grace=5), body=[b"x"] * 4, delay_s=0.1)[0] == 200
-    assert call(gate(min_rate=5, rate_grace=0.1), body=[b"x"] * 4, delay_s=0.1)[0] == 200
+    assert call(gates(min_rate=50, rate_grace=5), body=[b"x"] * 4, delay_s=0.1)[0] == 200
+    assert call(gates(min_rate=5, rate_grace=0.1), body=[b"x"] * 4, delay_s=0.1)[0] == 200
 
 
 def test_the_gate_refuses_above_its_slots_with_retry_after_and_exempts_probes() -> None:
