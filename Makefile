@@ -100,7 +100,8 @@ bench-intervals: setup
 	bash devtools/apt-tools.sh benchmark
 	$(PY) -m benchmarks.interval_bench $(if $(BEFORE),--before $(BEFORE)) $(ARGS)
 
-## Single-row requests side by side with KServe 0.21 and TorchServe 0.12 (their venvs in .peers/).
+## Single-row requests side by side with KServe 0.21, TorchServe 0.12 and Triton 2.51 via PyTriton 0.7
+## (their venvs in .peers/).
 bench-peers: setup
 	bash devtools/apt-tools.sh benchmark
 	bash benchmarks/peers/setup_peers.sh

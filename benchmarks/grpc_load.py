@@ -5,7 +5,9 @@ h2load (Debian's nghttp2-client) is a C HTTP/2 load generator like wrk, so the t
 transports are driven alike (a Python gRPC client would be the bottleneck on a small
 machine). It speaks HTTP/2, not gRPC: every call is the same length-prefixed protobuf
 message with gRPC's headers, and the answers' gRPC status codes (in trailers, which h2load
-does not read) are checked on the server's own counter, crop_yield_grpc_requests_total.
+does not read) are checked on a counter of the server's own: the service's
+crop_yield_grpc_requests_total (``refused_calls``), or another server's (the peers benchmark
+reads Triton's statistics).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import statistics
 import struct
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -22,17 +25,23 @@ import httpx
 import numpy as np
 
 from devtools.grpc_requests import FEATURES, infer_request
+from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as rpc
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
-def framed_single_row(path: Path, row: dict[str, float]) -> Path:
-    """One single-row ModelInfer request as gRPC puts it on the wire (uncompressed flag,
-    big-endian length, message): h2load's request body."""
-    message = infer_request(np.array([[row[f] for f in FEATURES]]), raw=False).SerializeToString()
+def framed(path: Path, request: pb.ModelInferRequest) -> Path:
+    """``request`` as gRPC puts it on the wire (uncompressed flag, big-endian length,
+    message): h2load's request body."""
+    message = request.SerializeToString()
     path.write_bytes(b"\0" + struct.pack(">I", len(message)) + message)
     return path
+
+
+def framed_single_row(path: Path, row: dict[str, float]) -> Path:
+    """One single-row ModelInfer request to the service (one FP32 tensor per feature), framed."""
+    return framed(path, infer_request(np.array([[row[f] for f in FEATURES]]), raw=False))
 
 
 def refused_calls(url: str) -> float:
@@ -45,12 +54,19 @@ def refused_calls(url: str) -> float:
 
 
 def run_h2load(
-    url: str | None, grpc_port: int, body: Path, connections: int, duration: int, log: Path
+    refused: Callable[[], float] | None,
+    grpc_port: int,
+    body: Path,
+    connections: int,
+    duration: int,
+    log: Path,
 ) -> tuple[float, float, float, int]:
     """(calls/s, p50 ms, p99 ms, calls answered with another status than OK) for ``connections``
-    callers, one call at a time each (as wrk's connections), after a 3 s warm-up. ``url``: the
-    service whose /metrics counts the statuses (None for a server without: the floor)."""
-    before = refused_calls(url) if url else 0.0
+    callers, one call at a time each (as wrk's connections), after a 3 s warm-up. ``refused``:
+    the server's count of calls answered not OK so far, read before and after (e.g.
+    ``lambda: refused_calls(url)``; None for a server without: the floor). ``log`` keeps
+    h2load's line per measured call (warm-up calls are not in it)."""
+    before = refused() if refused else 0.0
     command = [
         "h2load",
         f"-c{connections}",
@@ -71,7 +87,7 @@ def run_h2load(
     done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done", out)
     if rate is None or done is None or done.group(1) != done.group(2):
         raise SystemExit(f"unexpected h2load output:\n{out}")
-    failed = int(refused_calls(url) - before) if url else 0
+    failed = int(refused() - before) if refused else 0
     times = sorted(int(line.split("\t")[2]) / 1000 for line in log.open())
     p50, p99 = times[len(times) // 2], times[int(len(times) * 0.99)]
     return float(rate.group(1)), p50, p99, failed

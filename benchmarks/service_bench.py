@@ -36,13 +36,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import grpc
 import httpx
 import numpy as np
 
-from benchmarks.grpc_load import bulk_raw_rows_per_s, framed_single_row, run_h2load
+from benchmarks.grpc_load import bulk_raw_rows_per_s, framed_single_row, refused_calls, run_h2load
 from devtools.served import free_port, launch, stop, wait_ready, worker_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,7 +270,12 @@ def main() -> None:
                     v2_rows.append((name, one, v2_one, bulk, v2_json, v2_binary))
                     log = tmpdir / "h2load.tsv"
                     grpc_one = run_h2load(
-                        server.url, grpc_port, grpc_single, args.connections, args.duration, log
+                        partial(refused_calls, server.url),
+                        grpc_port,
+                        grpc_single,
+                        args.connections,
+                        args.duration,
+                        log,
                     )
                     grpc_rows.append(
                         (name, v2_one, grpc_one, v2_binary, bulk_raw_rows_per_s(grpc_port, bulk_rows))
