@@ -24,7 +24,7 @@ from typing import Any
 import bentoml
 from starlette.responses import Response
 
-from service.bentoml_internals import api_input_model, drop_bentoml_tracing_middleware
+from service.bentoml_internals import api_input_model, drop_bentoml_middleware
 from service.docs.asgi import DocsPage, PatchedOpenAPI
 from service.docs.document import Deployment, docs_page, present
 from service.docs.openapi import patch_spec
@@ -71,8 +71,7 @@ FeedbackRequest = feedback_request_model(settings.max_rows_per_request)
 # recording any request (a span per request cost a large share of worker CPU). Traces are
 # the service's own: sampled, and made only for the sample (service.observability.tracing).
 TRACING_EXCLUDED = [".*"]
-drop_bentoml_tracing_middleware()  # excluded, it still cost ~5 µs a request; the list is for safety
-TIMEOUT_BACKSTOP_S = 5.0
+drop_bentoml_middleware()  # its tracing and timeout layers: the service's own do their work
 SERVICE_NAME = "crop_yield"
 # Here too, not only in the worker's start-up hook: BentoML's serving process (which
 # imports this module) then logs in the same format as the workers.
@@ -96,9 +95,9 @@ tracer = Tracer.from_environment(settings.trace_ratio, SERVICE_NAME)
 @bentoml.service(
     name=SERVICE_NAME,
     workers=settings.workers,
-    # The request timeout and concurrency limit are the service's own (service.http.traffic);
-    # BentoML's timeout stays only as a backstop behind it, and its limit is left off.
-    traffic={"timeout": settings.request_timeout + TIMEOUT_BACKSTOP_S},
+    # The request timeout and concurrency limit are the service's own (service.http.traffic):
+    # BentoML's timeout middleware is left off the stack (drop_bentoml_middleware), its limit unset.
+    traffic={"timeout": settings.request_timeout},
     logging={"access": {"enabled": settings.access_log}},
     # Request metrics and /metrics are the service's own (service.http.request_metrics).
     metrics={"enabled": False},

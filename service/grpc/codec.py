@@ -20,6 +20,7 @@ import numpy as np
 
 from contract import FEATURE_NAMES
 from service.grpc import inference_pb2 as pb
+from service.grpc import wire
 from service.v2 import codec
 from service.v2.codec import ALL_OUTPUTS, DTYPES, SMALL_BOUNDS, SMALL_ROWS, CodecError, InferRequest, Inputs
 
@@ -130,20 +131,14 @@ def _floats(encoded: bytes, number: int, dtype: np.dtype[Any], elements: Any) ->
 
 
 def _header(encoded: bytes) -> tuple[int, int, int]:
-    """(tag, length, where the payload starts) of a length-delimited field at the start."""
-    values = []
-    pos = 0
-    for _ in range(2):
-        value = shift = 0
-        while pos < len(encoded):
-            byte = encoded[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        values.append(value)
-    return values[0], values[1], pos
+    """(tag, length, where the payload starts) of a length-delimited field at the start;
+    a tag of -1 when the bytes end first."""
+    try:
+        tag, pos = wire.read_varint(encoded, 0)
+        length, pos = wire.read_varint(encoded, pos)
+    except wire.CutShortError:
+        return -1, 0, 0
+    return tag, length, pos
 
 
 def decode(request: pb.ModelInferRequest, max_rows: int) -> tuple[InferRequest, bool]:

@@ -54,7 +54,8 @@ def malformed(data: bytes, descriptor: Descriptor) -> str:
     return f"the request is not a valid {descriptor.full_name} message ({len(data)} bytes){problem}"
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """(the varint at ``pos``, the position after it); ``CutShortError`` when the bytes end first."""
     value = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
@@ -76,7 +77,7 @@ def diagnose(data: bytes, descriptor: Descriptor, path: str = "", depth: int = 0
     while pos < len(data):
         start = pos
         try:
-            tag, pos = _varint(data, pos)
+            tag, pos = read_varint(data, pos)
         except CutShortError:
             return f"the bytes end inside a field's tag, at byte {start}{_in(path)}"
         number, wire = tag >> 3, tag & 7
@@ -88,13 +89,13 @@ def diagnose(data: bytes, descriptor: Descriptor, path: str = "", depth: int = 0
             return f"field number 0 at byte {start}{_in(path)}"
         try:
             if wire == VARINT:
-                _, pos = _varint(data, pos)
+                _, pos = read_varint(data, pos)
             elif wire in (FIXED64, FIXED32):
                 pos += 8 if wire == FIXED64 else 4
                 if pos > len(data):
                     raise CutShortError
             elif wire == LENGTH:
-                length, pos = _varint(data, pos)
+                length, pos = read_varint(data, pos)
                 if pos + length > len(data):
                     return (
                         f"{name} says {length} bytes but only {len(data) - pos} remain (a truncated message?)"

@@ -12,10 +12,12 @@ connection closed. Connections whose headers never complete never reach the app 
 they hold a socket (a file descriptor) and nothing else.
 
 ``RequestContext`` is the outermost of the service's middleware, so its id reaches every
-response it can see, errors included; BentoML's own request timeout is kept only as a
-backstop a few seconds behind this one (its 504 would carry no request id). It leaves the
-deadline in the scope (``DEADLINE``) for the gate's memory reservations, which a bulk body
-holds only while it keeps arriving (``service.http.bodies``).
+response it can see, errors included. Its deadline is the only one: BentoML's timeout
+middleware is left off the stack (``service.bentoml_internals.drop_bentoml_middleware``;
+its 504 carried no request id). The deadline is kept on one timer per worker
+(``service.http.deadlines``). It leaves the deadline in the scope (``DEADLINE``) for the
+gate's memory reservations, which a bulk body holds only while it keeps arriving
+(``service.http.bodies``).
 """
 
 from __future__ import annotations
@@ -116,10 +118,10 @@ class RequestContext:
             finally:
                 self.deadlines.done(watched)
             if not started:
-                # Only a client that left mid-body gets no answer. Answer anyway: BentoML's
-                # timeout middleware, outside this one, waits for a response to start, so an
-                # unanswered request stayed pending until its backstop, holding a graceful
-                # shutdown for its whole timeout.
+                # Only a client that left mid-body gets no answer. Answer anyway, so that the
+                # request is counted (499) and nothing outside waits for a response to start
+                # (BentoML's timeout middleware, when it was on the stack, held such a request
+                # pending until its own timeout, and a graceful shutdown with it).
                 log.info("client closed the connection before the answer", extra={"status": 499})
                 await send_error(send_with_id, scope, errors.CLIENT_CLOSED, [], "the client went away")
         except asyncio.CancelledError:

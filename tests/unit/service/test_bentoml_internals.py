@@ -122,29 +122,37 @@ def test_the_api_input_model_is_the_model_bentoml_validates_with() -> None:
     assert raised.value.title == "PredictRequestIODescriptor"  # the title BentoML's 400 names
 
 
-def test_bentomls_tracing_middleware_is_left_off_the_stack() -> None:
-    """BentoML's app factory still adds its OpenTelemetry middleware where the filter looks for
-    it, and the filtered list keeps every other middleware in order."""
+def test_bentomls_tracing_and_timeout_middleware_are_left_off_the_stack() -> None:
+    """BentoML's app factory still adds its OpenTelemetry and timeout middleware where the
+    filter looks for them, and the filtered list keeps every other middleware in order."""
     import inspect
 
     from _bentoml_impl.server.app import ServiceAppFactory
+    from bentoml._internal.server.base_app import BaseAppFactory
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from starlette.middleware import Middleware
 
-    from service.bentoml_internals import drop_bentoml_tracing_middleware
+    from service.bentoml_internals import drop_bentoml_middleware
 
     original = ServiceAppFactory.middlewares
     assert "OpenTelemetryMiddleware" in inspect.getsource(original.fget), "BentoML moved it: drop the filter"
+    assert "TimeoutMiddleware" in inspect.getsource(BaseAppFactory.middlewares.fget), "BentoML moved it"  # type: ignore[attr-defined]
 
     class Other:
         def __init__(self, app: Any) -> None:
             self.app = app
 
-    stack = [Middleware(Other), Middleware(OpenTelemetryMiddleware), Middleware(Other)]
+    stack = [
+        Middleware(Other),
+        Middleware(OpenTelemetryMiddleware),
+        Middleware(TimeoutMiddleware),
+        Middleware(Other),
+    ]
     try:
         ServiceAppFactory.middlewares = property(lambda self: stack)  # type: ignore[method-assign,assignment]
-        drop_bentoml_tracing_middleware()
-        drop_bentoml_tracing_middleware()  # idempotent
+        drop_bentoml_middleware()
+        drop_bentoml_middleware()  # idempotent
         assert [m.cls for m in ServiceAppFactory.middlewares.fget(None)] == [Other, Other]  # type: ignore[attr-defined]
     finally:
         ServiceAppFactory.middlewares = original  # type: ignore[method-assign]
