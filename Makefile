@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format grpc-stubs bench bench-service bench-bursts bench-slow-bodies bench-peers bench-monitoring bench-versions bench-observability bench-intervals loadtest soak clean
+.PHONY: setup container-setup monitoring-setup browser-setup prometheus-rule image image-cuda run serve train test lint typecheck format grpc-stubs bench bench-service bench-bursts bench-slow-bodies bench-peers bench-monitoring bench-versions bench-observability bench-intervals loadtest soak clean docs docs-serve
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ train: setup
 ## (junit*.xml, the container tier's log) and the docs page's screenshots go to
 ## test-results/; coverage of the packages (served subprocesses included) is printed and
 ## held to fail_under.
-test: setup container-setup monitoring-setup browser-setup lint typecheck
+test: setup container-setup monitoring-setup browser-setup lint typecheck docs
 	$(PY) -m coverage erase
 	bash devtools/test-tiers.sh $(PY) $(PYTEST_ARGS)
 	$(PY) -m coverage combine --quiet
@@ -64,6 +64,16 @@ image-cuda: container-setup
 ## The PrometheusRule of the monitoring component, from deploy/monitoring/rules.yml.
 prometheus-rule: setup
 	$(PY) deploy/monitoring/prometheusrule.py > deploy/kubernetes/components/monitoring/prometheusrule.yaml
+
+## The documentation site into site/ (strict: a broken link, a missing anchor or a page left
+## out of mkdocs.yml's navigation fails); open site/index.html, it works offline.
+docs: setup
+	$(PY) -m devtools.settings_page --check
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+## Preview the site on http://localhost:8000, rebuilt on every edit.
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -137,4 +147,4 @@ soak: setup
 	$(PY) -m loadtest.soak $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build site *.egg-info

@@ -54,7 +54,7 @@ def image() -> str:
 
 
 def answers_grpc(address: str) -> None:
-    """The gRPC port at ``address`` reports SERVING and predicts the README's region."""
+    """The gRPC port at ``address`` reports SERVING and predicts the region of the README's example."""
     with grpc.insecure_channel(address) as channel:
         grpc.channel_ready_future(channel).result(timeout=30)
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)

@@ -106,8 +106,9 @@ def test_the_canary_alert_finds_the_stable_version_in_model_info() -> None:
 def test_every_alert_has_a_summary_and_a_runbook_entry(alert: dict[str, Any]) -> None:
     assert alert["annotations"]["summary"]
     assert alert["labels"]["severity"] in ("warning", "critical")
-    anchor = alert["annotations"]["runbook_url"].removeprefix("README.md#")
-    headings = re.findall(r"^#+ (.+)$", (REPO_ROOT / "README.md").read_text(), flags=re.MULTILINE)
+    page, _, anchor = alert["annotations"]["runbook_url"].partition("#")
+    assert page == "docs/runbook.md"
+    headings = re.findall(r"^#+ (.+)$", (REPO_ROOT / page).read_text(), flags=re.MULTILINE)
     assert anchor in {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}, anchor
 
 

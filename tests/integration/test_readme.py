@@ -1,4 +1,5 @@
-"""The README's examples, executed against a real served process."""
+"""The examples of the README and of the pages on calling the service, executed against a
+real served process (the tutorial's are run by tests/integration/test_tutorial.py)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from tests.integration.conftest import Server
 
 pytestmark = pytest.mark.integration
 
-README = (REPO_ROOT / "README.md").read_text()
-BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.DOTALL)
+PAGES = ("README.md", "docs/json-api.md", "docs/open-inference.md", "docs/grpc.md")
+TEXT = "\n".join((REPO_ROOT / page).read_text() for page in PAGES)
+BLOCKS = re.findall(r"```(\w+)\n(.*?)```", TEXT, flags=re.DOTALL)
 CURL = [code for lang, code in BLOCKS if lang == "bash" and code.lstrip().startswith("curl")]
 PYTHON_CLIENTS = [code for lang, code in BLOCKS if lang == "python" and "localhost:3000" in code]
 GRPCURL = [code for lang, code in BLOCKS if lang == "bash" and code.lstrip().startswith("grpcurl ")]
@@ -59,7 +61,7 @@ def test_curl_examples(server: Server, snippet: str) -> None:
 def test_python_client_examples(server: Server, snippet: str, generated_client_path: Path) -> None:
     host = server.url.removeprefix("http://")
     code = snippet.replace("http://localhost:3000", server.url).replace("localhost:3000", host)
-    # the generated client's example imports the package the README's commands generate
+    # the generated client's example imports the package the page's commands generate
     env = {**os.environ, "PYTHONPATH": str(generated_client_path)}
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False, env=env
@@ -127,12 +129,3 @@ def test_grpc_client_examples(server: Server, snippet: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"apples 53\.8\d t/ha, oranges 66\.8\d t/ha\n", result.stdout), result.stdout
-
-
-def test_readme_settings_table_matches_the_settings_object() -> None:
-    from service.settings import Settings
-
-    rows = re.findall(r"^\| `CROP_YIELD_(\w+)` \| `([^`]*)` \| (.*) \|$", README, flags=re.MULTILINE)
-    documented = {name.lower(): (default, text) for name, default, text in rows}
-    actual = {name: (str(f.default), f.description) for name, f in Settings.model_fields.items()}
-    assert documented == actual

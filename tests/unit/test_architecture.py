@@ -86,9 +86,9 @@ def test_service_is_laid_out_by_concern() -> None:
     assert packages == ["docs", "grpc", "http", "inference", "observability", "rest", "v2"]
 
 
-def test_the_readme_layout_names_every_module_of_service() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
-    layout = readme[readme.index("## Layout") :]
+def test_the_documented_layout_names_every_module_of_service() -> None:
+    architecture = (REPO_ROOT / "docs" / "architecture.md").read_text()
+    layout = architecture[architecture.index("## Layout") :]
     layout = layout[: layout.index("\ntests/unit")]
     service = REPO_ROOT / "service"
     missing = [
