@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt  # after choosing the backend
 
 ROW = re.compile(r"^\| 1 process \| (?P<server>[^|]+?) \| (?P<rate>[\d,]+) \|.*\| (?P<cores>[\d.]+) \|$")
 

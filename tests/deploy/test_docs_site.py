@@ -17,7 +17,11 @@ from tests.helpers import REPO_ROOT
 
 DOCS = REPO_ROOT / "docs"
 # What a page would fetch from elsewhere when viewed: scripts, styles, images, fonts, frames.
-FETCHED = re.compile(r"""<(?:script|img|iframe|source)\b[^>]*\bsrc=["'](?:https?:)?//|<link\b[^>]*\bhref=["'](?:https?:)?//|url\(\s*["']?(?:https?:)?//""")
+FETCHED = re.compile(
+    r"<(?:script|img|iframe|source)\b[^>]*\bsrc=[\"'](?:https?:)?//"
+    r"|<link\b[^>]*\bhref=[\"'](?:https?:)?//"
+    r"|url\(\s*[\"']?(?:https?:)?//"
+)
 
 
 def test_the_configuration_page_lists_every_setting_as_the_settings_object_defines_it() -> None:
