@@ -67,11 +67,11 @@ log = logging.getLogger("crop_yield.service")
 PredictRequest = predict_request_model(settings.max_rows_per_request)
 ColumnsRequest = columns_request_model(settings.max_bulk_rows)
 FeedbackRequest = feedback_request_model(settings.max_rows_per_request)
-# BentoML 1.4's OpenTelemetry middleware stays on the stack; excluding every URL keeps it from
-# recording any request (a span per request cost a large share of worker CPU). Traces are
-# the service's own: sampled, and made only for the sample (service.observability.tracing).
+# BentoML 1.4's OpenTelemetry and timeout middleware are left off the stack: traces and the
+# request deadline are the service's own (service.observability.tracing, service.http.traffic).
+# Every URL stays excluded from BentoML's tracing too, in case its middleware comes back.
 TRACING_EXCLUDED = [".*"]
-drop_bentoml_middleware()  # its tracing and timeout layers: the service's own do their work
+drop_bentoml_middleware()
 SERVICE_NAME = "crop_yield"
 # Here too, not only in the worker's start-up hook: BentoML's serving process (which
 # imports this module) then logs in the same format as the workers.

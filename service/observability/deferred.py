@@ -67,26 +67,13 @@ class Histogram:
         self.total = 0.0
 
 
-class Gauge:
+class Gauge(Counter):
     """``inc`` and ``dec`` move the series by their net change at the next flush."""
 
-    __slots__ = ("child", "pending")
-
-    def __init__(self, child: Any) -> None:
-        self.child = child
-        self.pending = 0
-        _ALL.append(self)
-
-    def inc(self) -> None:
-        self.pending += 1
+    __slots__ = ()
 
     def dec(self) -> None:
         self.pending -= 1
-
-    def flush(self) -> None:
-        if self.pending:
-            amount, self.pending = self.pending, 0
-            self.child.inc(amount)
 
 
 def flush_all() -> None:
